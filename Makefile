@@ -1,0 +1,25 @@
+# Command names follow the original project's; each is one line of the README's CLI.
+PYTHON ?= python3
+CONFIG ?= configs/tiny_ja.py
+
+.PHONY: setup start-japanese resume-japanese generate eval test
+
+setup:
+	$(PYTHON) -m pip install -r requirements.txt
+
+# Train the Japanese config (resumes automatically if its workdir has a checkpoint).
+start-japanese:
+	$(PYTHON) -m muse_jax.main --config $(CONFIG)
+
+# The same run, continued from its latest checkpoint.
+resume-japanese:
+	$(PYTHON) -m muse_jax.main --config $(CONFIG)
+
+generate:
+	$(PYTHON) -m muse_jax.main --config $(CONFIG) --mode=generate --prompt="$(PROMPT)"
+
+eval:
+	$(PYTHON) -m muse_jax.main --config $(CONFIG) --mode=eval
+
+test:
+	$(PYTHON) -m pytest -q tests

@@ -1,0 +1,44 @@
+"""Orbax checkpoints of the train state plus the data iterator's position."""
+
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+
+class Checkpointer:
+    """Saves `TrainState` (params, optimizer state, step, RNG) and the data iterator state together.
+
+    Saving is synchronous: the train step donates the state's buffers, so the save must have
+    copied them before the next step runs. Orbax writes each step to a temporary directory and
+    renames it when complete, so an interrupted save never shadows the previous checkpoint.
+    """
+
+    def __init__(self, directory: str, max_to_keep: int):
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False
+        )
+        self._manager = ocp.CheckpointManager(os.path.abspath(directory), options=options)
+
+    def latest_step(self) -> int | None:
+        return self._manager.latest_step()
+
+    def save(self, step: int, state: Any, data_state: dict) -> None:
+        self._manager.save(
+            step,
+            args=ocp.args.Composite(state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)),
+            force=True,
+        )
+
+    def restore(self, step: int, like: Any) -> tuple[Any, dict]:
+        """Restore `step` into the structure, shapes, dtypes and shardings of `like`."""
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+        restored = self._manager.restore(
+            step,
+            args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()),
+        )
+        return restored["state"], restored["data"]
+
+    def close(self) -> None:
+        self._manager.close()

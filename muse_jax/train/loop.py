@@ -1,0 +1,155 @@
+"""The training loop and the checkpoint-reading modes (eval, generate)."""
+
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from muse_jax.data.pipeline import eval_batches, train_dataset
+from muse_jax.data.token_cache import TokenCache, build_token_cache
+from muse_jax.data.tokenizer import EOS_ID, load_tokenizer
+from muse_jax.generate import generate_tokens
+from muse_jax.model.lm import LanguageModel, count_params
+from muse_jax.train.checkpoint import Checkpointer
+from muse_jax.train.metrics import MetricsLog, Progress
+from muse_jax.train.optimizer import build_optimizer
+from muse_jax.train.step import TrainState, evaluate, make_eval_step, make_train_step
+
+
+class Run:
+    """Everything a mode needs, built once from the config: data, model, optimizer, checkpoints."""
+
+    def __init__(self, cfg: ml_collections.ConfigDict):
+        self.cfg = cfg
+        self.workdir = cfg.workdir
+        os.makedirs(self.workdir, exist_ok=True)
+        self.seed = int(cfg.seed)
+        self.data: TokenCache = build_token_cache(
+            list(cfg.data.sources), cfg.data.cache_dir or os.path.join(self.workdir, "data"),
+            cfg.data.vocab_size, cfg.data.val_fraction,
+        )
+        self.vocab_size = int(self.data.meta["vocab_size"])
+        model = LanguageModel(cfg.model, self.vocab_size, rngs=nnx.Rngs(self.seed))
+        self.graphdef, state = nnx.split(model)
+        params = nnx.to_pure_dict(state)
+        self.steps = int(cfg.train.steps)
+        self.tx, self.schedule = build_optimizer(cfg.optim, self.steps)
+        self.state = TrainState(jnp.array(0, jnp.int32), params, self.tx.init(params), jax.random.PRNGKey(self.seed))
+        self.checkpointer = Checkpointer(os.path.join(self.workdir, "checkpoints"), cfg.train.keep_checkpoints)
+        self.data_state = None
+
+    def restore_latest(self) -> bool:
+        step = self.checkpointer.latest_step()
+        if step is None:
+            return False
+        self.state, self.data_state = self.checkpointer.restore(step, self.state)
+        return True
+
+    def validation(self, params) -> dict:
+        t = self.cfg.train
+        batches = eval_batches(self.data.val, t.seq_len, t.batch_size, t.eval_batches)
+        return evaluate(make_eval_step(self.graphdef), params, batches)
+
+    def sample(self, prompt: str) -> str:
+        s = self.cfg.sample
+        sp = load_tokenizer(self.data.tokenizer_path)
+        ids = [EOS_ID] + sp.encode(prompt)  # documents are EOS-separated in training
+        key = jax.random.fold_in(self.state.rng, 1)
+        out = generate_tokens(self.graphdef, self.state.params, ids, s.max_new_tokens, key,
+                              s.temperature, s.top_k, s.top_p)
+        return prompt + sp.decode(out)
+
+
+class DelayedLog:
+    """Holds a step's device metrics until the next step is dispatched, then logs them with
+    the host-measured tokens/s since the previous log."""
+
+    def __init__(self, metrics: MetricsLog, progress: Progress, tokens_per_step: int, step: int):
+        self.metrics, self.progress, self.tokens_per_step = metrics, progress, tokens_per_step
+        self.pending = None
+        self.restart_clock(step)
+
+    def restart_clock(self, step: int) -> None:
+        self.clock_time, self.clock_step = time.perf_counter(), step
+
+    def defer(self, step: int, device_metrics: dict) -> None:
+        self.pending = (step, device_metrics)
+
+    def flush(self) -> None:
+        if self.pending is None:
+            return
+        step, device_metrics = self.pending
+        values = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
+        now = time.perf_counter()
+        values["tokens_per_sec"] = (step - self.clock_step) * self.tokens_per_step / max(now - self.clock_time, 1e-9)
+        self.restart_clock(step)
+        self.metrics.write(step, values)
+        self.progress.print(step, values)
+        self.pending = None
+
+
+def train(cfg: ml_collections.ConfigDict, prompt: str) -> dict:
+    """Train (resuming from the latest checkpoint in workdir if any), then print a sample."""
+    run = Run(cfg)
+    t = cfg.train
+    resumed = run.restore_latest()
+    start = int(run.state.step)
+    with open(os.path.join(run.workdir, "config.json"), "w", encoding="utf-8") as f:
+        f.write(cfg.to_json(indent=2))
+    print(f"model {cfg.model.kind}: {count_params(run.state.params):,} parameters; vocab {run.vocab_size}; "
+          f"train tokens {run.data.train.size:,}, val tokens {run.data.val.size:,}", flush=True)
+    print(f"resumed from step {start}" if resumed else "starting from step 0", flush=True)
+
+    iterator = iter(train_dataset(run.data.train, t.seq_len, t.batch_size, run.seed))
+    if run.data_state is not None:
+        iterator.set_state(run.data_state)
+    train_step = make_train_step(run.graphdef, run.tx, run.schedule)
+    log = DelayedLog(MetricsLog(run.workdir, resume_step=start), Progress(start, run.steps),
+                     t.batch_size * t.seq_len, start)
+    state = run.state
+    for step in range(start + 1, run.steps + 1):
+        state, metrics = train_step(state, next(iterator))
+        log.flush()  # the previous step's metrics: reading them now never stalls the device
+        if step % t.log_every == 0 or step == run.steps:
+            log.defer(step, metrics)
+        is_eval = step % t.eval_every == 0 or step == run.steps
+        is_save = step % t.checkpoint_every == 0 or step == run.steps
+        if is_eval or is_save:
+            log.flush()
+            if is_eval:
+                val = run.validation(state.params)
+                log.metrics.write(step, val)
+                print(f"step {step}: val_loss {val['val_loss']:.4f} val_ppl {val['val_ppl']:.2f}", flush=True)
+            if is_save:
+                run.checkpointer.save(step, state, iterator.get_state())
+            log.restart_clock(step)
+    log.metrics.close()
+    run.checkpointer.close()
+    run.state = state
+    final = run.validation(state.params)
+    print(f"sample: {run.sample(prompt)}", flush=True)
+    return final
+
+
+def _restored_run(cfg: ml_collections.ConfigDict) -> Run:
+    run = Run(cfg)
+    if not run.restore_latest():
+        raise SystemExit(f"error: no checkpoint in {os.path.join(cfg.workdir, 'checkpoints')}; train first")
+    return run
+
+
+def evaluate_checkpoint(cfg: ml_collections.ConfigDict) -> dict:
+    run = _restored_run(cfg)
+    result = {"step": int(run.state.step), **run.validation(run.state.params)}
+    print(json.dumps(result))
+    return result
+
+
+def generate_from_checkpoint(cfg: ml_collections.ConfigDict, prompt: str) -> str:
+    text = _restored_run(cfg).sample(prompt)
+    print(text)
+    return text

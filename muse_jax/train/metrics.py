@@ -1,0 +1,67 @@
+"""Metrics to `workdir/metrics.jsonl` and TensorBoard, and a progress line with ETA."""
+
+import json
+import os
+import sys
+import time
+
+from tensorboardX import SummaryWriter
+
+
+def truncate_jsonl(path: str, keep_through_step: int) -> None:
+    """Drop rows logged after `keep_through_step` (a resumed run re-logs them); atomic rewrite."""
+    if not os.path.exists(path):
+        return
+    with open(path, encoding="utf-8") as f:
+        rows = [line for line in f if line.strip() and json.loads(line)["step"] <= keep_through_step]
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(rows)
+    os.replace(tmp, path)
+
+
+class MetricsLog:
+    """One JSON object per logged step in metrics.jsonl, the same scalars in TensorBoard."""
+
+    def __init__(self, workdir: str, resume_step: int):
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        truncate_jsonl(self.path, resume_step)
+        self._file = open(self.path, "a", encoding="utf-8")
+        self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+    def write(self, step: int, values: dict) -> None:
+        row = {"step": int(step), **{k: float(v) for k, v in values.items()}}
+        self._file.write(json.dumps(row) + "\n")
+        self._file.flush()
+        for key, value in values.items():
+            self._tb.add_scalar(key, float(value), int(step))
+
+    def close(self) -> None:
+        self._file.close()
+        self._tb.close()
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+class Progress:
+    """`step 100/600 loss 5.123 lr 2.9e-03 | 12.3k tok/s | ETA 3m20s` on stdout."""
+
+    def __init__(self, start_step: int, total_steps: int):
+        self.total = total_steps
+        self._t0 = time.perf_counter()
+        self._s0 = start_step
+
+    def line(self, step: int, values: dict) -> str:
+        rate = (step - self._s0) / max(time.perf_counter() - self._t0, 1e-9)
+        eta = (self.total - step) / rate if rate > 0 else 0.0
+        shown = " ".join(f"{k} {v:.4g}" for k, v in values.items() if k != "tokens_per_sec")
+        speed = f" | {values['tokens_per_sec'] / 1e3:.1f}k tok/s" if "tokens_per_sec" in values else ""
+        return f"step {step}/{self.total} {shown}{speed} | ETA {format_duration(eta)}"
+
+    def print(self, step: int, values: dict) -> None:
+        print(self.line(step, values), file=sys.stdout, flush=True)

@@ -1,0 +1,352 @@
+"""Tests for muse_jax.model.bk_core (causal resolvent-diagonal features)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import jax
+import jax.numpy as jnp
+
+from muse_jax.model.bk_core import (
+    IMPLS,
+    bk_init_state,
+    bk_step,
+    causal_resolvent_diag,
+    resolvent_diag,
+)
+
+
+# ---------------------------------------------------------------------------
+# dense float64 references
+# ---------------------------------------------------------------------------
+def _dense_H(a_row, k_row):
+    """Symmetric tridiagonal H with diag a and off-diagonal sqrt(kappa[1:])."""
+    b = np.sqrt(k_row[1:])
+    return np.diag(a_row) + np.diag(b, 1) + np.diag(b, -1)
+
+
+def _dense_causal_np(a, kappa, z):
+    """g_i = inv(H[:i,:i] - z I)[i-1, i-1], float64/complex128 numpy."""
+    a = np.asarray(a, np.float64)
+    kappa = np.asarray(kappa, np.float64)
+    z = np.broadcast_to(np.asarray(z, np.complex128), a.shape[:-1] + (1,))
+    n = a.shape[-1]
+    out = np.empty(a.shape, np.complex128)
+    for idx in np.ndindex(*a.shape[:-1]):
+        H = _dense_H(a[idx], kappa[idx])
+        zz = z[idx][0]
+        for i in range(1, n + 1):
+            out[idx + (i - 1,)] = np.linalg.inv(H[:i, :i] - zz * np.eye(i))[i - 1, i - 1]
+    return out
+
+
+def _dense_full_np(a, kappa, z):
+    """diag(inv(H - z I)), float64/complex128 numpy (NON-causal)."""
+    a = np.asarray(a, np.float64)
+    kappa = np.asarray(kappa, np.float64)
+    z = np.broadcast_to(np.asarray(z, np.complex128), a.shape[:-1] + (1,))
+    n = a.shape[-1]
+    out = np.empty(a.shape, np.complex128)
+    for idx in np.ndindex(*a.shape[:-1]):
+        H = _dense_H(a[idx], kappa[idx])
+        out[idx] = np.diag(np.linalg.inv(H - z[idx][0] * np.eye(n)))
+    return out
+
+
+def _dense_causal_jnp(a, kappa, z):
+    """Differentiable dense reference (use under jax.enable_x64).
+
+    Uses the non-symmetric tridiagonal T = diag(a) + superdiag(1) +
+    subdiag(kappa[1:]), which is diagonally similar to the symmetric H with
+    off-diagonal sqrt(kappa) (same leading minors, same resolvent diagonal)
+    but avoids the sqrt (whose derivative is singular at kappa = 0).
+    """
+    n = a.shape[-1]
+    eye = jnp.eye(n, dtype=z.dtype)
+    sub = jnp.zeros(a.shape + (n,), a.dtype)
+    rows = jnp.arange(1, n)
+    sub = sub.at[..., rows, rows - 1].set(kappa[..., 1:])
+    T = a[..., :, None] * jnp.eye(n, dtype=a.dtype) + jnp.eye(n, k=1, dtype=a.dtype) + sub
+    A = T.astype(z.dtype) - z[..., None] * eye  # z: [..., 1] -> [..., 1, 1]
+    gs = []
+    for i in range(1, n + 1):
+        gs.append(jnp.linalg.inv(A[..., :i, :i])[..., i - 1, i - 1])
+    return jnp.stack(gs, axis=-1)
+
+
+def _rand_inputs(rng, batch, n, a_scale=2.0, k_max=2.0, imz=(0.1, 1.0), z_batch=None):
+    a = (rng.normal(size=batch + (n,)) * a_scale).astype(np.float32)
+    kappa = rng.uniform(0.0, k_max, size=batch + (n,)).astype(np.float32)
+    zb = batch if z_batch is None else z_batch
+    zr = rng.normal(size=zb + (1,))
+    zi = rng.uniform(imz[0], imz[1], size=zb + (1,))
+    return a, kappa, zr.astype(np.float32), zi.astype(np.float32)
+
+
+def _maxrel(x, ref):
+    x = np.asarray(x)
+    return float(np.max(np.abs(x - ref) / np.abs(ref)))
+
+
+def _loss_fn(impl, w1, w2):
+    def loss(a, kappa, zr, zi):
+        g = causal_resolvent_diag(a, kappa, zr + 1j * zi, impl=impl)
+        return jnp.sum(jnp.real(g * w1) + jnp.imag(g * w2))
+
+    return loss
+
+
+# shapes: (batch shape of a/kappa, batch shape of z)
+_SHAPES = [((), ()), ((4,), (4,)), ((2, 3), (3,))]
+
+
+# ---------------------------------------------------------------------------
+# 1. values vs dense reference
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("shapes", _SHAPES)
+def test_matches_dense_reference_float32(impl, shapes):
+    batch, zbatch = shapes
+    rng = np.random.default_rng(0)
+    n = 32
+    a, kappa, zr, zi = _rand_inputs(rng, batch, n, z_batch=zbatch)
+    z = (zr + 1j * zi).astype(np.complex64)
+    g = causal_resolvent_diag(a, kappa, z, impl=impl)
+    assert g.shape == batch + (n,)
+    assert g.dtype == jnp.complex64
+    ref = _dense_causal_np(a, kappa, z)
+    assert _maxrel(g, ref) <= 1e-5
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_float64_inputs_give_complex128(impl):
+    rng = np.random.default_rng(1)
+    a, kappa, zr, zi = _rand_inputs(rng, (3,), 20)
+    with jax.enable_x64(True):
+        g = causal_resolvent_diag(
+            a.astype(np.float64), kappa.astype(np.float64), zr + 1j * zi.astype(np.float64),
+            impl=impl,
+        )
+        assert g.dtype == jnp.complex128
+        assert _maxrel(g, _dense_causal_np(a, kappa, zr + 1j * zi)) <= 1e-11
+
+
+def test_kappa_first_entry_ignored():
+    rng = np.random.default_rng(2)
+    a, kappa, zr, zi = _rand_inputs(rng, (2,), 8)
+    z = zr + 1j * zi
+    k2 = kappa.copy()
+    k2[..., 0] = 123.0
+    for impl in IMPLS:
+        np.testing.assert_array_equal(
+            np.asarray(causal_resolvent_diag(a, kappa, z, impl=impl)),
+            np.asarray(causal_resolvent_diag(a, k2, z, impl=impl)),
+        )
+
+
+# ---------------------------------------------------------------------------
+# 2. gradients vs dense reference
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("impl", IMPLS)
+def test_gradients_match_dense_reference(impl):
+    rng = np.random.default_rng(3)
+    batch, n = (2, 3), 12
+    a, kappa, zr, zi = _rand_inputs(rng, batch, n, z_batch=(3,))
+    w1 = rng.normal(size=batch + (n,)).astype(np.float32)
+    w2 = rng.normal(size=batch + (n,)).astype(np.float32)
+
+    grads32 = jax.grad(_loss_fn(impl, w1, w2), argnums=(0, 1, 2, 3))(a, kappa, zr, zi)
+
+    assert hasattr(jax, "enable_x64")
+    with jax.enable_x64(True):
+        args64 = [jnp.asarray(x, jnp.float64) for x in (a, kappa, zr, zi)]
+        w1_64, w2_64 = jnp.asarray(w1, jnp.float64), jnp.asarray(w2, jnp.float64)
+
+        def ref_loss(a_, k_, zr_, zi_):
+            g = _dense_causal_jnp(a_, k_, zr_ + 1j * zi_)
+            return jnp.sum(jnp.real(g * w1_64) + jnp.imag(g * w2_64))
+
+        ref = [np.asarray(x) for x in jax.grad(ref_loss, argnums=(0, 1, 2, 3))(*args64)]
+        # Our implementation in float64: must match to near machine precision.
+        ours64 = jax.grad(_loss_fn(impl, w1_64, w2_64), argnums=(0, 1, 2, 3))(*args64)
+        ours64 = [np.asarray(x) for x in ours64]
+
+    names = ("a", "kappa", "Re z", "Im z")
+    for name, g32, g64, r in zip(names, grads32, ours64, ref):
+        assert g32.shape == r.shape, name
+        assert np.all(np.isfinite(g32)), name
+        scale = np.max(np.abs(r))
+        assert scale > 0, name
+        np.testing.assert_allclose(g64, r, rtol=1e-9, atol=1e-9 * scale, err_msg=name)
+        np.testing.assert_allclose(
+            np.asarray(g32), r, rtol=1e-4, atol=1e-5 * scale, err_msg=name
+        )
+    # kappa[..., 0] is ignored -> zero gradient.
+    assert np.all(np.asarray(grads32[1])[..., 0] == 0)
+
+
+# ---------------------------------------------------------------------------
+# 3. causality
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("impl", IMPLS)
+def test_causality_exact(impl):
+    rng = np.random.default_rng(4)
+    batch, n = (2, 3), 40
+    a, kappa, zr, zi = _rand_inputs(rng, batch, n, z_batch=(3,))
+    z = (zr + 1j * zi).astype(np.complex64)
+    f = jax.jit(lambda a_, k_: causal_resolvent_diag(a_, k_, z, impl=impl))
+    g = np.asarray(f(a, kappa))
+    for t in (0, 1, 7, 16, 31, n - 2):
+        a2, k2 = a.copy(), kappa.copy()
+        a2[..., t + 1 :] += rng.normal(size=a2[..., t + 1 :].shape).astype(np.float32) * 50
+        k2[..., t + 1 :] = rng.uniform(0, 100, size=k2[..., t + 1 :].shape).astype(np.float32)
+        g2 = np.asarray(f(a2, k2))
+        np.testing.assert_array_equal(g2[..., : t + 1], g[..., : t + 1])
+        # The perturbation must actually be visible at the next position.
+        assert np.all(g2[..., t + 1] != g[..., t + 1])
+
+
+# ---------------------------------------------------------------------------
+# 4. |g| <= 1 / Im z, finite, on random and extreme inputs
+# ---------------------------------------------------------------------------
+def _extreme_cases():
+    rng = np.random.default_rng(5)
+    n, batch = 256, (4,)
+    cases = []
+    a, k, zr, zi = _rand_inputs(rng, batch, n)
+    cases.append(("random", a, k, (zr + 1j * zi).astype(np.complex64)))
+    zext = (rng.normal(size=batch + (1,)) * 100 + 1e-3j).astype(np.complex64)
+    a = rng.uniform(-1e4, 1e4, size=batch + (n,)).astype(np.float32)
+    k = rng.uniform(0, 1e4, size=batch + (n,)).astype(np.float32)
+    cases.append(("huge a, huge kappa", a, k, zext))
+    a = rng.normal(size=batch + (n,)).astype(np.float32)
+    cases.append(("small a, huge kappa", a, k, zext))
+    a = np.zeros(batch + (n,), np.float32)
+    k = np.full(batch + (n,), 1e4, np.float32)
+    zres = np.array([0.0, 50.0, 199.9, 1e4], np.float32)[:, None] + 1e-3j
+    cases.append(("resonant", a, k, zres.astype(np.complex64)))
+    a = np.full(batch + (n,), 1e4, np.float32)
+    cases.append(("a = 1e4 = Re z, kappa = 0", a, np.zeros_like(a), np.complex64(1e4 + 1e-3j)))
+    return cases
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_bound_and_finite(impl):
+    for name, a, k, z in _extreme_cases():
+        g = np.asarray(causal_resolvent_diag(a, k, z, impl=impl))
+        assert np.all(np.isfinite(g)), name
+        imz = np.imag(np.broadcast_to(z, a.shape[:-1] + (1,)))
+        assert np.all(np.abs(g) * imz <= 1.0 + 1e-4), (name, np.max(np.abs(g) * imz))
+    # the last case sits exactly on resonance (kappa = 0): |g_i| = 1 / Im z
+    np.testing.assert_allclose(np.abs(g) * imz, 1.0, rtol=1e-4)
+
+
+# ---------------------------------------------------------------------------
+# 5. bk_step (generation) equals the parallel form
+# ---------------------------------------------------------------------------
+def test_bk_step_matches_parallel():
+    rng = np.random.default_rng(6)
+    B, C, n = 2, 3, 24
+    a, kappa, zr, zi = _rand_inputs(rng, (B, C), n, z_batch=(C,))
+    z = (zr + 1j * zi).astype(np.complex64)  # [C, 1]
+    par = {impl: np.asarray(causal_resolvent_diag(a, kappa, z, impl=impl)) for impl in IMPLS}
+
+    state = bk_init_state((B, C))
+    assert state.shape == (B, C) and state.dtype == jnp.complex64
+    assert np.all(np.asarray(state) == 0)
+    step = jax.jit(bk_step)
+    outs = []
+    for t in range(n):
+        state, g_t = step(state, a[..., t], kappa[..., t], z[..., 0])
+        assert g_t.shape == (B, C)
+        np.testing.assert_array_equal(np.asarray(state), np.asarray(g_t))
+        outs.append(np.asarray(g_t))
+    seq = np.stack(outs, axis=-1)
+    for impl in IMPLS:
+        assert _maxrel(seq, par[impl]) <= 2e-6, impl
+
+
+def test_bk_step_first_step_ignores_kappa():
+    a1 = np.float32(0.7)
+    z = np.complex64(0.2 + 0.3j)
+    for k1 in (0.0, 5.0, 1e6):
+        _, g1 = bk_step(bk_init_state(()), a1, np.float32(k1), z)
+        np.testing.assert_allclose(np.asarray(g1), 1.0 / (0.7 - (0.2 + 0.3j)), rtol=1e-6)
+
+
+# ---------------------------------------------------------------------------
+# 6. impls agree at N = 4096 (values and gradients)
+# ---------------------------------------------------------------------------
+def test_impls_agree_long_sequence():
+    rng = np.random.default_rng(7)
+    batch, n = (2,), 4096
+    a = rng.normal(size=batch + (n,)).astype(np.float32)
+    kappa = rng.uniform(0, 1, size=batch + (n,)).astype(np.float32)
+    zr = rng.normal(size=batch + (1,)).astype(np.float32)
+    zi = rng.uniform(0.4, 0.6, size=batch + (1,)).astype(np.float32)
+    w1 = rng.normal(size=batch + (n,)).astype(np.float32)
+    w2 = rng.normal(size=batch + (n,)).astype(np.float32)
+
+    res = {}
+    for impl in IMPLS:
+        loss = _loss_fn(impl, w1, w2)
+        val_and_grad = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3)))
+        _, grads = val_and_grad(a, kappa, zr, zi)
+        g = jax.jit(lambda *x: causal_resolvent_diag(*x, impl=impl))(a, kappa, zr + 1j * zi)
+        res[impl] = (np.asarray(g), [np.asarray(x) for x in grads])
+
+    ga, grads_a = res["associative"]
+    gs, grads_s = res["sequential"]
+    assert np.all(np.isfinite(ga)) and np.all(np.isfinite(gs))
+    assert _maxrel(ga, gs) <= 1e-4
+    for name, xa, xs in zip(("a", "kappa", "Re z", "Im z"), grads_a, grads_s):
+        assert np.all(np.isfinite(xa)), name
+        np.testing.assert_allclose(
+            xa, xs, rtol=1e-4, atol=1e-4 * np.max(np.abs(xs)), err_msg=name
+        )
+
+
+# ---------------------------------------------------------------------------
+# 7. non-causal full resolvent diagonal
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("impl", IMPLS)
+def test_resolvent_diag_matches_dense(impl):
+    rng = np.random.default_rng(8)
+    batch, n = (2, 3), 24
+    a, kappa, zr, zi = _rand_inputs(rng, batch, n, z_batch=(3,))
+    z = (zr + 1j * zi).astype(np.complex64)
+    G = np.asarray(resolvent_diag(a, kappa, z, impl=impl))
+    assert G.shape == batch + (n,) and G.dtype == np.complex64
+    ref = _dense_full_np(a, kappa, z)
+    assert _maxrel(G, ref) <= 1e-5
+    # Last position coincides with the causal feature; earlier ones do not.
+    g = np.asarray(causal_resolvent_diag(a, kappa, z, impl=impl))
+    np.testing.assert_allclose(G[..., -1], g[..., -1], rtol=1e-5)
+    assert np.all(np.abs(G[..., :-1] - g[..., :-1]) > 1e-6)
+
+
+def test_resolvent_diag_float64():
+    rng = np.random.default_rng(9)
+    a, kappa, zr, zi = _rand_inputs(rng, (2,), 24)
+    with jax.enable_x64(True):
+        G = resolvent_diag(a.astype(np.float64), kappa.astype(np.float64), zr + 1j * zi.astype(np.float64))
+        assert G.dtype == jnp.complex128
+        assert _maxrel(G, _dense_full_np(a, kappa, zr + 1j * zi)) <= 1e-11
+
+
+# ---------------------------------------------------------------------------
+# 8. errors
+# ---------------------------------------------------------------------------
+def test_unknown_impl_raises():
+    a = np.zeros((4,), np.float32)
+    with pytest.raises(ValueError, match="associative.*sequential"):
+        causal_resolvent_diag(a, a, 1j, impl="fft")
+    with pytest.raises(ValueError, match="associative.*sequential"):
+        resolvent_diag(a, a, 1j, impl="fft")
+
+
+def test_bad_z_shape_raises():
+    a = np.zeros((2, 3, 8), np.float32)
+    with pytest.raises(ValueError):
+        causal_resolvent_diag(a, a, np.full((3,), 1j, np.complex64))
