@@ -2,7 +2,7 @@
 PYTHON ?= python3
 CONFIG ?= configs/tiny_ja.py
 
-.PHONY: setup start-japanese resume-japanese generate eval test
+.PHONY: setup start-japanese resume-japanese generate eval test prepare-japanese-data
 
 setup:
 	$(PYTHON) -m pip install -r requirements.txt
@@ -23,3 +23,7 @@ eval:
 
 test:
 	$(PYTHON) -m pytest -q tests
+
+# Tokenise and shard a corpus: the demo manifest by default; MANIFEST=... OUT=... for your own dumps.
+prepare-japanese-data:
+	$(PYTHON) -m muse_jax.main --config $(CONFIG) --mode=prepare $(if $(MANIFEST),--config.data.manifest=$(MANIFEST)) $(if $(OUT),--config.data.out_dir=$(OUT))

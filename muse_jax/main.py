@@ -10,8 +10,10 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from muse_jax.data.errors import DataError
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file in configs/.", lock_config=True)
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "generate"], "What to do with the config.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "generate", "dry_run", "prepare"], "What to do with the config.")
 _PROMPT = flags.DEFINE_string("prompt", "日本語の", "Prompt for --mode=generate and the end-of-training sample.")
 flags.mark_flag_as_required("config")
 
@@ -45,10 +47,20 @@ def main(argv: list[str]) -> None:
     except Exception as e:  # the config file itself: missing, or failing to import
         fail(f"cannot load config {flags.FLAGS['config'].config_filename!r}: {str(e).strip().splitlines()[-1].strip()}")
     logging.set_verbosity(logging.WARNING)  # orbax / XLA info lines would drown the progress line
+    if _MODE.value == "prepare":  # data only: JAX is never imported
+        from muse_jax.data.prepared import run_prepare
+
+        run_prepare(cfg.data, cfg.workdir)
+        return
     from muse_jax.train import loop  # after the config loads: bad input fails fast, before JAX loads
 
     if _MODE.value == "train":
         loop.train(cfg, _PROMPT.value)
+    elif _MODE.value == "dry_run":
+        from muse_jax.train.dry_run import dry_run
+
+        if not dry_run(cfg)["fits"]:
+            sys.exit(1)
     elif _MODE.value == "eval":
         loop.evaluate_checkpoint(cfg)
     else:
@@ -60,6 +72,8 @@ def run() -> None:
         app.run(main, flags_parser=parse_flags)
     except KeyboardInterrupt:
         sys.exit(130)
+    except DataError as e:  # bad or missing input data: one line naming file, line and byte offset
+        fail(str(e))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,16 @@ from muse_jax.data.demo import DEMO_SOURCES
 TINY_CORPUS_BYTES = 150_000
 
 
+@pytest.fixture(scope="session", autouse=True)
+def compilation_cache(tmp_path_factory) -> None:
+    """A persistent XLA cache for the session: a run that compiles the same step again (the
+    resumed half of a resume test, a reference run) loads it instead of compiling it."""
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("xla_cache")))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
 @pytest.fixture(scope="session")
 def tiny_sources(tmp_path_factory) -> tuple[str, ...]:
     """The first ~150 KB (whole lines) of each demo source, as files of the same kinds."""

@@ -58,7 +58,7 @@ def test_metrics_rows_and_resume_is_exact(tiny_config, monkeypatch, capsys):
     with open(os.path.join(reference.workdir, "metrics.jsonl"), encoding="utf-8") as f:
         rows = [json.loads(line) for line in f]
     train_row = next(r for r in rows if "loss" in r)
-    assert {"step", "loss", "lr", "grad_norm", "tokens_per_sec"} <= set(train_row)
+    assert {"step", "loss", "lr", "grad_norm_raw", "grad_norm_clipped", "skipped_steps", "tokens_per_sec"} <= set(train_row)
     assert any("val_loss" in r for r in rows)
 
     # Killed after 6 steps (last checkpoint at 4), then the same command again: resumes at 4.

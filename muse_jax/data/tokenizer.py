@@ -37,6 +37,7 @@ __all__ = [
     "EOS_ID",
     "CHARACTER_COVERAGE",
     "DEFAULT_MAX_SENTENCES",
+    "DEFAULT_VOCAB_SIZE",
     "RESERVED_PIECES",
     "MIN_VOCAB_SIZE",
     "restrict_characters",
@@ -52,6 +53,7 @@ EOS_ID = 3
 
 CHARACTER_COVERAGE = 0.9995
 DEFAULT_MAX_SENTENCES = 300_000
+DEFAULT_VOCAB_SIZE = 32768
 NUM_THREADS = 2
 USER_DEFINED_SYMBOLS = ("\n",)
 RESERVED_PIECES = 4 + 256 + len(USER_DEFINED_SYMBOLS)  # specials, bytes, "\n"
@@ -142,7 +144,7 @@ def restrict_characters(
 def train_tokenizer(
     documents: Iterable[str],
     model_path: str,
-    vocab_size: int,
+    vocab_size: int = DEFAULT_VOCAB_SIZE,
     max_sentences: int = DEFAULT_MAX_SENTENCES,
     *,
     character_coverage: float = CHARACTER_COVERAGE,

@@ -4,6 +4,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from muse_jax.model.linear import LinearSpec
+
 
 def rotary_embedding(x: jax.Array, positions: jax.Array, base: float = 10000.0) -> jax.Array:
     """Rotate pairs of features by position-dependent angles (RoPE).
@@ -24,12 +26,12 @@ def rotary_embedding(x: jax.Array, positions: jax.Array, base: float = 10000.0) 
 class CausalSelfAttention(nnx.Module):
     """softmax(Q Kᵀ/√d + causal mask) V over heads; O(N²) in sequence length."""
 
-    def __init__(self, d_model: int, n_heads: int, *, rngs: nnx.Rngs):
+    def __init__(self, d_model: int, n_heads: int, linear: LinearSpec = LinearSpec(), *, rngs: nnx.Rngs):
         if d_model % n_heads:
             raise ValueError(f"model.d_model={d_model} is not divisible by model.n_heads={n_heads}")
         self.n_heads = n_heads
-        self.qkv = nnx.Linear(d_model, 3 * d_model, use_bias=False, rngs=rngs)
-        self.out = nnx.Linear(d_model, d_model, use_bias=False, rngs=rngs)
+        self.qkv = linear.make(d_model, 3 * d_model, rngs=rngs)
+        self.out = linear.make(d_model, d_model, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         b, t, d = x.shape

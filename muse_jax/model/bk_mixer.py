@@ -1,11 +1,19 @@
-"""The ResNet-BK mixing sublayer: token mixing through the causal resolvent diagonal."""
+"""The ResNet-BK mixing sublayer: token mixing through the causal resolvent of a learned Hamiltonian."""
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from flax import nnx
 
 from muse_jax.model.bk_core import causal_resolvent_diag
+from muse_jax.model.linear import LinearSpec
+from muse_jax.model.prime_bump import prime_bump_energies
+from muse_jax.model.semiseparable import causal_resolvent_apply
+
+ENERGY_MAX = 1.5  # plain init: E_c = linspace(-ENERGY_MAX, ENERGY_MAX)
+INITIAL_WIDTH = 0.5  # initial Im z_c - lap_eta (LAP on) or Im z_c (LAP off)
+INITIAL_COUPLING = 0.5  # softplus of the coupling bias: kappa ≈ 0.5 at init
 
 
 def inverse_softplus(y: float) -> float:
@@ -17,40 +25,65 @@ class BKMixer(nnx.Module):
     """Per-layer Hamiltonian from the token stream, features from its causal resolvent.
 
     For hidden states h_n ∈ R^D (n = 1..N) and C channels c:
-        a_{c,n} = (W_a h_n)_c                      potential (diagonal of H_c)
-        κ_{c,n} = softplus((W_κ h_n)_c)  ≥ 0         coupling between n−1 and n
-        z_c     = E_c + i (η + softplus(ρ_c))        per-channel energy, Im z_c ≥ η (LAP)
+        a_{c,n} = (W_a h_n)_c + β_c                  potential (diagonal of H_c)
+        κ_{c,n} = softplus((W_κ h_n)_c + β'_c) ≥ 0   coupling between n−1 and n
+        z_c     = E_c + i (η + softplus(ρ_c))        LAP on (η = bk.lap_eta > 0): Im z_c ≥ η
+        z_c     = E_c + i ρ_c                        LAP off (bk.lap_eta ≤ 0): Im z_c unconstrained
         g_{c,n} = [(H_{c,1:n} − z_c)⁻¹]_{nn}          causal resolvent diagonal, |g| ≤ 1/Im z_c
-        y_n     = W_o [Im z_c · Re g_{c,n}, Im z_c · Im g_{c,n}]_c ⊙ silu(W_gate h_n)
-    The factor Im z_c scales the features into the unit disc (|Im z · g| ≤ 1) without clipping.
+        s_{c,n} = Σ_{j≤n} [(H_{c,1:n} − z_c)⁻¹]_{nj} (W_v h_j)_c     (bk.semiseparable only)
+        y_n     = W_o [Im z_c·g_{c,n}, Im z_c·s_{c,n}]_c (real and imaginary parts) ⊙ silu(W_gate h_n)
+    The factor Im z_c scales g into the unit disc (|Im z · g| ≤ 1) without clipping. E_c is
+    initialised by linspace or by Prime-Bump (`prime_bump.py`).
+
+    `__call__` returns (y, g): g [B, N, C] feeds the scattering router of the same block.
     """
 
-    def __init__(self, d_model: int, channels: int, lap_eta: float, scan_impl: str, *, rngs: nnx.Rngs):
-        if lap_eta <= 0:
-            raise ValueError(f"model.bk.lap_eta must be > 0, got {lap_eta}")
-        self.lap_eta = lap_eta
-        self.scan_impl = scan_impl
-        self.potential = nnx.Linear(d_model, channels, rngs=rngs)
-        self.coupling = nnx.Linear(
-            d_model, channels, bias_init=nnx.initializers.constant(inverse_softplus(0.5)), rngs=rngs
-        )
-        self.energy = nnx.Param(jnp.linspace(-1.5, 1.5, channels, dtype=jnp.float32))
-        self.width = nnx.Param(jnp.full((channels,), inverse_softplus(0.5), jnp.float32))
-        self.out = nnx.Linear(2 * channels, d_model, use_bias=False, rngs=rngs)
-        self.gate = nnx.Linear(d_model, d_model, use_bias=False, rngs=rngs)
+    def __init__(self, d_model: int, bk: ml_collections.ConfigDict, linear: LinearSpec, *, rngs: nnx.Rngs):
+        channels = int(bk.channels)
+        self.lap_eta = float(bk.lap_eta)
+        self.scan_impl = bk.scan_impl
+        self.semiseparable = bool(bk.semiseparable)
+        self.potential = linear.make(d_model, channels, use_bias=True, rngs=rngs)
+        self.coupling = linear.make(d_model, channels, use_bias=True, bias_value=inverse_softplus(INITIAL_COUPLING),
+                                    rngs=rngs)
+        if bk.prime_bump:
+            energies = prime_bump_energies(channels, ENERGY_MAX)
+        else:
+            energies = np.linspace(-ENERGY_MAX, ENERGY_MAX, channels, dtype=np.float32)
+        self.energy = nnx.Param(jnp.asarray(energies, jnp.float32))
+        width = inverse_softplus(INITIAL_WIDTH) if self.lap else INITIAL_WIDTH
+        self.width = nnx.Param(jnp.full((channels,), width, jnp.float32))
+        if self.semiseparable:
+            self.values = linear.make(d_model, channels, rngs=rngs)
+        n_features = (4 if self.semiseparable else 2) * channels
+        self.out = linear.make(n_features, d_model, rngs=rngs)
+        self.gate = linear.make(d_model, d_model, rngs=rngs)
+
+    @property
+    def lap(self) -> bool:
+        return self.lap_eta > 0
 
     def spectral_parameter(self) -> jax.Array:
-        """z_c = E_c + i(η + softplus(ρ_c)), shape [C]."""
-        im = self.lap_eta + jax.nn.softplus(self.width[...])
+        """z_c, shape [C]: E_c + i(η + softplus(ρ_c)) with LAP, E_c + iρ_c without."""
+        width = self.width[...]
+        im = self.lap_eta + jax.nn.softplus(width) if self.lap else width
         return jax.lax.complex(self.energy[...], im)
 
-    def __call__(self, h: jax.Array) -> jax.Array:
-        a = self.potential(h).astype(jnp.float32)  # [B, N, C]
-        kappa = jax.nn.softplus(self.coupling(h)).astype(jnp.float32)
+    def resolvent(self, h: jax.Array) -> tuple[jax.Array, jax.Array | None, jax.Array]:
+        """(g [B, N, C], semiseparable mix s [B, N, C] or None, z [C]); complex64."""
+        a = jnp.swapaxes(self.potential(h).astype(jnp.float32), -1, -2)  # [B, C, N]
+        kappa = jnp.swapaxes(jax.nn.softplus(self.coupling(h)).astype(jnp.float32), -1, -2)
         z = self.spectral_parameter()
-        g = causal_resolvent_diag(
-            jnp.swapaxes(a, -1, -2), jnp.swapaxes(kappa, -1, -2), z[:, None], impl=self.scan_impl
-        )  # [B, C, N]
-        g = jnp.swapaxes(g, -1, -2) * z.imag  # [B, N, C], |.| ≤ 1
-        features = jnp.concatenate([g.real, g.imag], axis=-1).astype(h.dtype)
-        return self.out(features) * jax.nn.silu(self.gate(h))
+        g = causal_resolvent_diag(a, kappa, z[:, None], impl=self.scan_impl)
+        mixed = None
+        if self.semiseparable:
+            v = jnp.swapaxes(self.values(h).astype(jnp.float32), -1, -2)
+            mixed = jnp.swapaxes(causal_resolvent_apply(g, kappa, v, impl=self.scan_impl), -1, -2)
+        return jnp.swapaxes(g, -1, -2), mixed, z
+
+    def __call__(self, h: jax.Array) -> tuple[jax.Array, jax.Array]:
+        g, mixed, z = self.resolvent(h)
+        parts = [g] if mixed is None else [g, mixed]
+        scaled = [p * z.imag for p in parts]
+        features = jnp.concatenate([q for p in scaled for q in (p.real, p.imag)], axis=-1).astype(h.dtype)
+        return self.out(features) * jax.nn.silu(self.gate(h)), g

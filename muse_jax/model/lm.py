@@ -7,37 +7,72 @@ from flax import nnx
 
 from muse_jax.model.attention import CausalSelfAttention
 from muse_jax.model.bk_mixer import BKMixer
+from muse_jax.model.embedding import TokenEmbedding
 from muse_jax.model.ffn import GatedMLP
+from muse_jax.model.linear import LinearSpec
+from muse_jax.model.moe import MixtureOfExperts
+from muse_jax.model.router import ROUTERS
 
 MODEL_KINDS = ("bk", "transformer")
 
 
+def no_experts_aux() -> dict:
+    """The auxiliary outputs of a block without experts: zero loss, an empty load vector."""
+    return {"aux_loss": jnp.zeros((), jnp.float32), "expert_load": jnp.zeros((0,), jnp.float32)}
+
+
 class Block(nnx.Module):
-    """x ← x + mixer(norm(x));  x ← x + ffn(norm(x)).  The mixer is BK or causal attention."""
+    """x ← x + mixer(norm(x));  x ← x + ffn(norm(x)).  The mixer is BK or causal attention; the FFN
+    is a gated MLP or, with `model.router` ≠ none, a mixture of experts."""
 
     def __init__(self, cfg: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
         d = cfg.d_model
+        linear = LinearSpec.from_config(cfg)
+        self.is_bk = cfg.kind == "bk"
+        if cfg.router not in ROUTERS:
+            raise ValueError(f"model.router must be one of {ROUTERS}, got {cfg.router!r}")
+        if cfg.router == "scattering" and not self.is_bk:
+            raise ValueError("model.router=scattering routes by the BK resolvent phase: it needs model.kind=bk")
         self.mix_norm = nnx.RMSNorm(d, rngs=rngs)
-        if cfg.kind == "bk":
-            self.mixer = BKMixer(d, cfg.bk.channels, cfg.bk.lap_eta, cfg.bk.scan_impl, rngs=rngs)
+        if self.is_bk:
+            self.mixer = BKMixer(d, cfg.bk, linear, rngs=rngs)
         else:
-            self.mixer = CausalSelfAttention(d, cfg.n_heads, rngs=rngs)
+            self.mixer = CausalSelfAttention(d, cfg.n_heads, linear, rngs=rngs)
         self.ffn_norm = nnx.RMSNorm(d, rngs=rngs)
-        self.ffn = GatedMLP(d, cfg.ffn_mult * d, rngs=rngs)
+        self.has_experts = cfg.router != "none"
+        if self.has_experts:
+            self.ffn = MixtureOfExperts(cfg, linear, rngs=rngs)
+        else:
+            self.ffn = GatedMLP(d, cfg.ffn_mult * d, linear, rngs=rngs)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        x = x + self.mixer(self.mix_norm(x))
-        return x + self.ffn(self.ffn_norm(x))
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, dict]:
+        """(new x, aux) with aux = {"aux_loss": scalar, "expert_load": [E] (empty without experts)}."""
+        h = self.mix_norm(x)
+        mixed, g = self.mixer(h) if self.is_bk else (self.mixer(h), None)
+        x = x + mixed
+        h = self.ffn_norm(x)
+        if not self.has_experts:
+            return x + self.ffn(h), no_experts_aux()
+        y, aux = self.ffn(h, g)
+        return x + y, aux
 
 
 class LanguageModel(nnx.Module):
     """Causal LM; the blocks' parameters are stacked on a leading layer axis and run by `lax.scan`,
-    so compile time does not grow with depth."""
+    so compile time does not grow with depth.
+
+    `model(tokens)` returns logits. `model.forward_with_aux(tokens)` returns (logits, aux):
+      aux["aux_loss"]     scalar to ADD to the training loss: the router's weighted load-balancing
+                          loss averaged over layers (0 unless `model.router=learned`);
+      aux["expert_load"]  [n_layers, E] fraction of token-slots per expert per layer (E = 0 without
+                          experts), for logging.
+    Both are plain arrays, so a jitted train step stays functional (nnx.merge → call → arrays).
+    """
 
     def __init__(self, cfg: ml_collections.ConfigDict, vocab_size: int, *, rngs: nnx.Rngs):
         if cfg.kind not in MODEL_KINDS:
             raise ValueError(f"model.kind must be one of {MODEL_KINDS}, got {cfg.kind!r}")
-        self.embed = nnx.Embed(vocab_size, cfg.d_model, rngs=rngs)
+        self.embed = TokenEmbedding(cfg, vocab_size, rngs=rngs)
 
         @nnx.split_rngs(splits=cfg.n_layers)
         @nnx.vmap(in_axes=(0,), out_axes=0)
@@ -47,16 +82,21 @@ class LanguageModel(nnx.Module):
         self.blocks = make_blocks(rngs)
         self.final_norm = nnx.RMSNorm(cfg.d_model, rngs=rngs)
 
-    def __call__(self, tokens: jax.Array) -> jax.Array:
-        """tokens: int [B, N] → logits float32 [B, N, V]."""
-        x = self.embed(tokens)
+    def forward_with_aux(self, tokens: jax.Array) -> tuple[jax.Array, dict]:
+        """tokens: int [B, N] → (logits float32 [B, N, V], aux) — see the class docstring."""
+        x = self.embed.embed(tokens)
         block_def, block_state = nnx.split(self.blocks)
 
         def layer(x, state):
-            return nnx.merge(block_def, state)(x), None
+            return nnx.merge(block_def, state)(x)
 
-        x, _ = jax.lax.scan(layer, x, block_state)
-        return self.embed.attend(self.final_norm(x)).astype(jnp.float32)
+        x, aux = jax.lax.scan(layer, x, block_state)
+        logits = self.embed.logits(self.final_norm(x)).astype(jnp.float32)
+        return logits, {"aux_loss": jnp.mean(aux["aux_loss"]), "expert_load": aux["expert_load"]}
+
+    def __call__(self, tokens: jax.Array) -> jax.Array:
+        """tokens: int [B, N] → logits float32 [B, N, V]."""
+        return self.forward_with_aux(tokens)[0]
 
 
 def count_params(params) -> int:

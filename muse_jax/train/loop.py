@@ -5,15 +5,17 @@ import os
 import time
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from muse_jax.data.pipeline import eval_batches, train_dataset
-from muse_jax.data.token_cache import TokenCache, build_token_cache
-from muse_jax.data.tokenizer import EOS_ID, load_tokenizer
+from muse_jax.data.mixture import train_dataset, validation_tokens
+from muse_jax.data.packing import eval_batches
+from muse_jax.data.prepared import PreparedData, prepared_for_training
+from muse_jax.data.settings import DataSettings
+from muse_jax.data.tokenizer import load_tokenizer
 from muse_jax.generate import generate_tokens
-from muse_jax.model.lm import LanguageModel, count_params
+from muse_jax.model.lm import LanguageModel
+from muse_jax.model.param_count import describe_parameter_counts, parameter_counts
 from muse_jax.train.checkpoint import Checkpointer
 from muse_jax.train.metrics import MetricsLog, Progress
 from muse_jax.train.optimizer import build_optimizer
@@ -28,17 +30,20 @@ class Run:
         self.workdir = cfg.workdir
         os.makedirs(self.workdir, exist_ok=True)
         self.seed = int(cfg.seed)
-        self.data: TokenCache = build_token_cache(
-            list(cfg.data.sources), cfg.data.cache_dir or os.path.join(self.workdir, "data"),
-            cfg.data.vocab_size, cfg.data.val_fraction,
-        )
-        self.vocab_size = int(self.data.meta["vocab_size"])
+        self.data: PreparedData = prepared_for_training(DataSettings.from_config(cfg.data, self.workdir))
+        self.vocab_size = self.data.vocab_size
+        t = cfg.train  # validation reads only the tokens its batches use, once
+        self.val_tokens = validation_tokens(self.data, t.eval_batches * t.batch_size * t.seq_len + 1)
         model = LanguageModel(cfg.model, self.vocab_size, rngs=nnx.Rngs(self.seed))
         self.graphdef, state = nnx.split(model)
         params = nnx.to_pure_dict(state)
         self.steps = int(cfg.train.steps)
-        self.tx, self.schedule = build_optimizer(cfg.optim, self.steps)
-        self.state = TrainState(jnp.array(0, jnp.int32), params, self.tx.init(params), jax.random.PRNGKey(self.seed))
+        self.tx = build_optimizer(cfg.optim, self.steps, self.seed)
+        init_state, self.train_step = make_train_step(self.graphdef, self.tx, cfg.train)
+        self.state: TrainState = init_state(params, jax.random.PRNGKey(self.seed))
+        self.eval_use_ema = bool(cfg.train.eval_use_ema)
+        if self.eval_use_ema and self.state.ema_params is None:
+            raise ValueError("train.eval_use_ema needs train.ema_decay > 0")
         self.checkpointer = Checkpointer(os.path.join(self.workdir, "checkpoints"), cfg.train.keep_checkpoints)
         self.data_state = None
 
@@ -49,17 +54,21 @@ class Run:
         self.state, self.data_state = self.checkpointer.restore(step, self.state)
         return True
 
+    def eval_params(self, state: TrainState):
+        """The weights that evaluation and sampling use: the EMA if train.eval_use_ema."""
+        return state.ema_params if self.eval_use_ema else state.params
+
     def validation(self, params) -> dict:
         t = self.cfg.train
-        batches = eval_batches(self.data.val, t.seq_len, t.batch_size, t.eval_batches)
+        batches = eval_batches(self.val_tokens, t.seq_len, t.batch_size, t.eval_batches)
         return evaluate(make_eval_step(self.graphdef), params, batches)
 
     def sample(self, prompt: str) -> str:
         s = self.cfg.sample
         sp = load_tokenizer(self.data.tokenizer_path)
-        ids = [EOS_ID] + sp.encode(prompt)  # documents are EOS-separated in training
+        ids = [self.data.eos_id] + sp.encode(prompt)  # documents are EOS-separated in training
         key = jax.random.fold_in(self.state.rng, 1)
-        out = generate_tokens(self.graphdef, self.state.params, ids, s.max_new_tokens, key,
+        out = generate_tokens(self.graphdef, self.eval_params(self.state), ids, s.max_new_tokens, key,
                               s.temperature, s.top_k, s.top_p)
         return prompt + sp.decode(out)
 
@@ -100,16 +109,19 @@ def train(cfg: ml_collections.ConfigDict, prompt: str) -> dict:
     start = int(run.state.step)
     with open(os.path.join(run.workdir, "config.json"), "w", encoding="utf-8") as f:
         f.write(cfg.to_json(indent=2))
-    print(f"model {cfg.model.kind}: {count_params(run.state.params):,} parameters; vocab {run.vocab_size}; "
-          f"train tokens {run.data.train.size:,}, val tokens {run.data.val.size:,}", flush=True)
+    param_counts = parameter_counts(cfg.model, run.vocab_size)
+    print(f"model {cfg.model.kind}: {describe_parameter_counts(param_counts)}; vocab {run.vocab_size}; "
+          f"train tokens {run.data.meta['train_tokens']:,}, val tokens {run.data.meta['val_tokens']:,}", flush=True)
     print(f"resumed from step {start}" if resumed else "starting from step 0", flush=True)
 
-    iterator = iter(train_dataset(run.data.train, t.seq_len, t.batch_size, run.seed))
+    iterator = iter(train_dataset(run.data, t.seq_len, t.batch_size, run.seed))
     if run.data_state is not None:
         iterator.set_state(run.data_state)
-    train_step = make_train_step(run.graphdef, run.tx, run.schedule)
+    train_step = run.train_step
     log = DelayedLog(MetricsLog(run.workdir, resume_step=start), Progress(start, run.steps),
                      t.batch_size * t.seq_len, start)
+    if not resumed:  # a step-0 row: stored and dense-equivalent parameter counts
+        log.metrics.write(start, {f"params_{k}": v for k, v in param_counts.items()})
     state = run.state
     for step in range(start + 1, run.steps + 1):
         state, metrics = train_step(state, next(iterator))
@@ -121,7 +133,7 @@ def train(cfg: ml_collections.ConfigDict, prompt: str) -> dict:
         if is_eval or is_save:
             log.flush()
             if is_eval:
-                val = run.validation(state.params)
+                val = run.validation(run.eval_params(state))
                 log.metrics.write(step, val)
                 print(f"step {step}: val_loss {val['val_loss']:.4f} val_ppl {val['val_ppl']:.2f}", flush=True)
             if is_save:
@@ -130,7 +142,7 @@ def train(cfg: ml_collections.ConfigDict, prompt: str) -> dict:
     log.metrics.close()
     run.checkpointer.close()
     run.state = state
-    final = run.validation(state.params)
+    final = run.validation(run.eval_params(state))
     print(f"sample: {run.sample(prompt)}", flush=True)
     return final
 
@@ -144,7 +156,7 @@ def _restored_run(cfg: ml_collections.ConfigDict) -> Run:
 
 def evaluate_checkpoint(cfg: ml_collections.ConfigDict) -> dict:
     run = _restored_run(cfg)
-    result = {"step": int(run.state.step), **run.validation(run.state.params)}
+    result = {"step": int(run.state.step), **run.validation(run.eval_params(run.state))}
     print(json.dumps(result))
     return result
 

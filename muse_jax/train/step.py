@@ -1,39 +1,114 @@
-"""Train state and the functional train / eval steps (plain `jax.jit`, state donated)."""
+"""Train state and the functional train / eval steps (plain `jax.jit`, state donated).
 
-from typing import Any, NamedTuple
+One call of the train step is one optimizer step. Its batch holds `train.batch_size` sequences;
+with `train.grad_accum_steps = k` they are split into k consecutive micro-batches of
+batch_size / k rows, whose gradients are accumulated by `lax.scan` inside the same jitted step
+(so only one micro-batch of activations is live at a time) and averaged before the optimizer.
+"""
+
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import optax
 from flax import nnx
 
+from muse_jax.model.router import routing_metrics
+from muse_jax.train.optimizer import optimizer_metrics
+
+MAX_GRAD_ACCUM_STEPS = 64
+
 
 class TrainState(NamedTuple):
-    step: jax.Array  # int32 scalar: optimizer steps taken
+    step: jax.Array  # int32 scalar: train steps taken (= batches consumed, skipped ones included)
     params: Any  # pure dict of parameter arrays (nnx.to_pure_dict)
     opt_state: Any
     rng: jax.Array  # uint32 [2] raw PRNG key
+    ema_params: Any  # EMA of params (train.ema_decay > 0), else None
 
 
-def token_cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
-    """Mean over tokens of −log softmax(logits)[target]."""
-    return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
+def smoothed_cross_entropy(logits: jax.Array, targets: jax.Array, label_smoothing: float):
+    """Returns (objective, nll), both means over tokens. With α = label_smoothing and targets
+    q = (1 − α)·onehot + α/V (as `optax.smooth_labels`), without building the one-hot:
+        objective = (1 − α)·nll + α·(logsumexp(logits) − mean_v logits_v).
+    nll is the plain cross-entropy, comparable with val_loss."""
+    logits = logits.astype(jnp.float32)
+    nll = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+    if label_smoothing == 0:
+        return nll.mean(), nll.mean()
+    uniform = jax.nn.logsumexp(logits, axis=-1) - logits.mean(axis=-1)
+    return ((1 - label_smoothing) * nll + label_smoothing * uniform).mean(), nll.mean()
 
 
-def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, schedule):
-    def loss_fn(params, batch):
-        logits = nnx.merge(graphdef, params)(batch["inputs"])
-        return token_cross_entropy(logits, batch["targets"])
+def split_micro_batches(batch: dict, num_micro: int) -> dict:
+    """[B, ...] → [k, B/k, ...]: micro-batch i holds rows i·B/k … (i+1)·B/k − 1."""
+
+    def split(x):
+        if x.shape[0] % num_micro:
+            raise ValueError(f"train.batch_size ({x.shape[0]}) must be divisible by train.grad_accum_steps ({num_micro})")
+        return x.reshape(num_micro, x.shape[0] // num_micro, *x.shape[1:])
+
+    return jax.tree.map(split, batch)
+
+
+def accumulate_gradients(loss_fn: Callable, params, batch: dict, num_micro: int):
+    """Mean of (objective, aux, ∇objective) over `num_micro` equal micro-batches; with a
+    token-mean loss this equals the full-batch value. `loss_fn(params, micro) → (objective, aux)`,
+    aux a pytree of float arrays (here (nll, the model's routing metrics))."""
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def micro_step(carry, micro):
+        (objective, nll), grads = grad_fn(params, micro)
+        return jax.tree.map(jnp.add, carry, (objective, nll, grads)), None
+
+    micro_batches = split_micro_batches(batch, num_micro)
+    shapes = jax.eval_shape(loss_fn, params, jax.tree.map(lambda x: x[0], micro_batches))  # (objective, aux)
+    zeros = (*jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes), optax.tree.zeros_like(params))
+    total, _ = jax.lax.scan(micro_step, zeros, micro_batches)
+    return jax.tree.map(lambda x: x / num_micro, total)
+
+
+def ema_update(ema, params, decay: float, step: jax.Array):
+    """ema ← d·ema + (1 − d)·params with d = min(decay, (1 + t) / (10 + t)), so early averages
+    are not dominated by the initialisation (TensorFlow's ExponentialMovingAverage rule)."""
+    t = step.astype(jnp.float32)
+    d = jnp.minimum(decay, (1.0 + t) / (10.0 + t))
+    return optax.incremental_update(params, ema, 1.0 - d)
+
+
+def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformationExtraArgs, cfg: ml_collections.ConfigDict):
+    """Returns (init_state(params, rng) → TrainState, jitted train_step(state, batch) → (state, metrics)).
+    Reads `train.grad_accum_steps`, `train.label_smoothing` and `train.ema_decay`."""
+    num_micro, label_smoothing, ema_decay = int(cfg.grad_accum_steps), float(cfg.label_smoothing), float(cfg.ema_decay)
+    if not 1 <= num_micro <= MAX_GRAD_ACCUM_STEPS:
+        raise ValueError(f"train.grad_accum_steps must be in [1, {MAX_GRAD_ACCUM_STEPS}], got {num_micro}")
+    if not 0 <= label_smoothing < 1:
+        raise ValueError(f"train.label_smoothing must be in [0, 1), got {label_smoothing}")
+    if not 0 <= ema_decay < 1:
+        raise ValueError(f"train.ema_decay must be in [0, 1) (0 = off), got {ema_decay}")
+
+    def init_state(params, rng: jax.Array) -> TrainState:
+        ema = jax.tree.map(jnp.copy, params) if ema_decay > 0 else None
+        return TrainState(jnp.array(0, jnp.int32), params, tx.init(params), rng, ema)
+
+    def loss_fn(params, micro):
+        # The model's aux_loss (router load balancing; 0 without a learned router) joins the objective.
+        logits, model_aux = nnx.merge(graphdef, params).forward_with_aux(micro["inputs"])
+        objective, nll = smoothed_cross_entropy(logits, micro["targets"], label_smoothing)
+        return objective + model_aux["aux_loss"], (nll, routing_metrics(model_aux))
 
     def train_step(state: TrainState, batch) -> tuple[TrainState, dict]:
-        loss, grads = jax.value_and_grad(loss_fn)(state.params, batch)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        _, (loss, model_metrics), grads = accumulate_gradients(loss_fn, state.params, batch, num_micro)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params, loss=loss)
         params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": schedule(state.step)}
+        ema = ema_update(state.ema_params, params, ema_decay, state.step) if ema_decay > 0 else None
+        metrics = {"loss": loss, "grad_norm_raw": optax.tree.norm(grads), **optimizer_metrics(opt_state),
+                   **model_metrics}
         rng, _ = jax.random.split(state.rng)
-        return TrainState(state.step + 1, params, opt_state, rng), metrics
+        return TrainState(state.step + 1, params, opt_state, rng, ema), metrics
 
-    return jax.jit(train_step, donate_argnums=(0,))
+    return init_state, jax.jit(train_step, donate_argnums=(0,))
 
 
 def make_eval_step(graphdef: nnx.GraphDef):

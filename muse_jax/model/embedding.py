@@ -1,0 +1,113 @@
+"""Token embeddings and the tied output head: `model.embedding` = euclidean | hyperbolic | htt | hyperbolic_htt.
+
+A *table* stores the V×D token matrix E (dense, or tensor-train cores); a *geometry* turns it
+into the input embedding and the tied logits:
+
+  euclidean   x_t = E_t;                         logits_t = h · E_t / √D
+              (E has unit-variance entries and h unit RMS, so logits start with unit variance
+              and the initial loss is ≈ ln V, as with a 1/√D-initialised table)
+  hyperbolic  p_t = exp_0(E_t / √D) on the Poincaré ball of learnable curvature c ≥ c_min;
+              x_t = √D · log_0(p_t)   (= E_t up to the ball's float32 edge: log_0 ∘ exp_0 = id);
+              q = exp_0(h / √D);      logits_t = -τ · d_c(q, p_t),   τ > 0 learned.
+              The geometry acts through the head: a token is scored by its hyperbolic distance.
+
+`htt` is the euclidean geometry on a TT table, `hyperbolic_htt` the hyperbolic one (whose head
+needs every ‖E_t‖, so it reconstructs the V×D table from the cores once per call).
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from muse_jax.model.bk_mixer import inverse_softplus
+from muse_jax.model.hyperbolic import poincare_distance_matrix, poincare_expmap0, poincare_logmap0
+from muse_jax.model.tensor_train import (
+    balanced_factors, tt_init_cores, tt_lookup, tt_reconstruct, tt_scores, vocab_factors,
+)
+
+EMBEDDINGS = ("euclidean", "hyperbolic", "htt", "hyperbolic_htt")
+INITIAL_CURVATURE = 1.0
+INITIAL_TEMPERATURE = 4.0
+
+
+class DenseTable(nnx.Module):
+    """E [V, D], entries N(0, 1) (as nnx.Embed)."""
+
+    def __init__(self, vocab_size: int, d_model: int, *, rngs: nnx.Rngs):
+        self.embedding = nnx.Param(jax.random.normal(rngs.params(), (vocab_size, d_model), jnp.float32))
+
+    def lookup(self, tokens: jax.Array) -> jax.Array:
+        return jnp.take(self.embedding[...], tokens, axis=0)
+
+    def scores(self, h: jax.Array) -> jax.Array:
+        return h @ self.embedding[...].T
+
+    def matrix(self) -> jax.Array:
+        return self.embedding[...]
+
+
+class TTTable(nnx.Module):
+    """E as three TT cores (see `tensor_train.py`): vocab padded to v³, D = d1·d2·d3."""
+
+    def __init__(self, vocab_size: int, d_model: int, rank: int, *, rngs: nnx.Rngs):
+        if rank < 1:
+            raise ValueError(f"model.htt_rank must be >= 1, got {rank}")
+        self.vocab_size, self.d_model = vocab_size, d_model
+        cores = tt_init_cores(rngs.params(), vocab_factors(vocab_size), balanced_factors(d_model), rank)
+        self.core_vocab_1, self.core_vocab_2, self.core_vocab_3 = (nnx.Param(g) for g in cores)
+
+    def cores(self):
+        return self.core_vocab_1[...], self.core_vocab_2[...], self.core_vocab_3[...]
+
+    def lookup(self, tokens: jax.Array) -> jax.Array:
+        return tt_lookup(tokens, self.cores())
+
+    def scores(self, h: jax.Array) -> jax.Array:
+        return tt_scores(h, self.cores())[..., : self.vocab_size]
+
+    def matrix(self) -> jax.Array:
+        return tt_reconstruct(self.cores())[: self.vocab_size]
+
+
+class TokenEmbedding(nnx.Module):
+    """Input embedding `embed(tokens)` and tied head `logits(h)` for one `model.embedding` choice."""
+
+    def __init__(self, cfg: ml_collections.ConfigDict, vocab_size: int, *, rngs: nnx.Rngs):
+        kind = cfg.embedding
+        if kind not in EMBEDDINGS:
+            raise ValueError(f"model.embedding must be one of {EMBEDDINGS}, got {kind!r}")
+        d = cfg.d_model
+        self.scale = math.sqrt(d)
+        self.hyperbolic = kind.startswith("hyperbolic")
+        if kind.endswith("htt"):
+            self.table = TTTable(vocab_size, d, int(cfg.htt_rank), rngs=rngs)
+        else:
+            self.table = DenseTable(vocab_size, d, rngs=rngs)
+        if self.hyperbolic:
+            self.c_min = float(cfg.hyperbolic_c_min)
+            if self.c_min <= 0:
+                raise ValueError(f"model.hyperbolic_c_min must be > 0, got {self.c_min}")
+            self.curvature_raw = nnx.Param(jnp.array(inverse_softplus(INITIAL_CURVATURE), jnp.float32))
+            self.temperature_raw = nnx.Param(jnp.array(inverse_softplus(INITIAL_TEMPERATURE), jnp.float32))
+
+    def curvature(self) -> jax.Array:
+        """c = c_min + softplus(ρ_c) ≥ c_min (hyperbolic only)."""
+        return self.c_min + jax.nn.softplus(self.curvature_raw[...])
+
+    def embed(self, tokens: jax.Array) -> jax.Array:
+        rows = self.table.lookup(tokens)
+        if not self.hyperbolic:
+            return rows
+        c = self.curvature()
+        return self.scale * poincare_logmap0(poincare_expmap0(rows / self.scale, c), c)
+
+    def logits(self, h: jax.Array) -> jax.Array:
+        if not self.hyperbolic:
+            return self.table.scores(h) / self.scale
+        c = self.curvature()
+        points = poincare_expmap0(self.table.matrix() / self.scale, c)
+        query = poincare_expmap0(h / self.scale, c)
+        return -jax.nn.softplus(self.temperature_raw[...]) * poincare_distance_matrix(query, points, c)

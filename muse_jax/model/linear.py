@@ -1,0 +1,70 @@
+"""The linear layers inside the blocks: dense or low-rank, with optional ternary weights.
+
+`LinearSpec` (from `model.low_rank` and `model.ternary`) builds every projection of the mixers
+and FFNs, so one switch compresses the whole stack. Kernels are named `kernel` so that the
+optimizer's weight-decay mask treats them like `nnx.Linear` kernels.
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from muse_jax.model.low_rank import low_rank_saves_parameters
+from muse_jax.model.ternary import ternary_ste
+
+
+class DenseLinear(nnx.Module):
+    """y = x W (+ b); with `ternary`, the forward pass uses absmean-ternary W (straight-through)."""
+
+    def __init__(self, d_in: int, d_out: int, *, use_bias: bool = False, bias_value: float = 0.0,
+                 ternary: bool = False, rngs: nnx.Rngs):
+        self.ternary = ternary
+        self.kernel = nnx.Param(nnx.initializers.lecun_normal()(rngs.params(), (d_in, d_out), jnp.float32))
+        self.bias = nnx.Param(jnp.full((d_out,), bias_value, jnp.float32)) if use_bias else None
+
+    def weight(self) -> jax.Array:
+        w = self.kernel[...]
+        return ternary_ste(w) if self.ternary else w
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = x @ self.weight().astype(x.dtype)
+        return y if self.bias is None else y + self.bias[...].astype(x.dtype)
+
+
+class LowRankLinear(nnx.Module):
+    """y = (x L) R (+ b): two DenseLinear factors, rank r (see `low_rank.py`)."""
+
+    def __init__(self, d_in: int, d_out: int, rank: int, *, use_bias: bool = False, bias_value: float = 0.0,
+                 ternary: bool = False, rngs: nnx.Rngs):
+        self.factor_in = DenseLinear(d_in, rank, ternary=ternary, rngs=rngs)
+        self.factor_out = DenseLinear(rank, d_out, use_bias=use_bias, bias_value=bias_value, ternary=ternary,
+                                      rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.factor_out(self.factor_in(x))
+
+
+@dataclasses.dataclass(frozen=True)
+class LinearSpec:
+    """How every block projection is built: `rank` 0 = dense; `ternary` = BitNet b1.58 weights."""
+
+    rank: int = 0
+    ternary: bool = False
+
+    @classmethod
+    def from_config(cls, model_cfg: ml_collections.ConfigDict) -> "LinearSpec":
+        rank = int(model_cfg.low_rank)
+        if rank < 0:
+            raise ValueError(f"model.low_rank must be >= 0 (0 = dense), got {rank}")
+        return cls(rank=rank, ternary=bool(model_cfg.ternary))
+
+    def make(self, d_in: int, d_out: int, *, use_bias: bool = False, bias_value: float = 0.0,
+             rngs: nnx.Rngs) -> nnx.Module:
+        """Low-rank where that saves parameters, else dense."""
+        if low_rank_saves_parameters(d_in, d_out, self.rank):
+            return LowRankLinear(d_in, d_out, self.rank, use_bias=use_bias, bias_value=bias_value,
+                                 ternary=self.ternary, rngs=rngs)
+        return DenseLinear(d_in, d_out, use_bias=use_bias, bias_value=bias_value, ternary=self.ternary, rngs=rngs)

@@ -1,0 +1,55 @@
+"""Skip a whole optimizer step whose gradient is non-finite or spikes, and count it."""
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+class StepGuardState(NamedTuple):
+    inner_state: Any
+    skipped_steps: jax.Array  # int32: updates skipped so far (never reset)
+
+
+def is_bad_step(grads, loss: jax.Array | None, max_grad_norm: float) -> jax.Array:
+    """bad = ¬finite(‖g‖) ∨ ¬finite(loss) ∨ (max_grad_norm > 0 ∧ ‖g‖ > max_grad_norm)."""
+    norm = optax.tree.norm(grads)
+    bad = ~jnp.isfinite(norm)
+    if loss is not None:
+        bad |= ~jnp.isfinite(loss)
+    if max_grad_norm > 0:
+        bad |= norm > max_grad_norm
+    return bad
+
+
+def skip_bad_steps(inner: optax.GradientTransformation, max_grad_norm: float = 0.0) -> optax.GradientTransformationExtraArgs:
+    """Wraps `inner`; on a bad step (see `is_bad_step`; `loss` is an optional extra argument)
+    returns zero updates and `inner`'s state unchanged, so params, moments, schedule counts and
+    every stateful transform inside are exactly as before, and adds 1 to `skipped_steps`.
+
+    With gradient accumulation the gradient seen here is the mean over all micro-batches, so one
+    NaN micro-batch skips the whole step instead of poisoning the state (the original threw the
+    accumulated gradient away and kept going on a half-updated state).
+
+    Like `optax.apply_if_finite`, but it also skips raw-norm spikes, keeps a single counter for
+    both, and uses `lax.cond` so the inner update is not computed on a bad gradient.
+    """
+    inner = optax.with_extra_args_support(inner)
+
+    def init(params):
+        return StepGuardState(inner.init(params), jnp.zeros([], jnp.int32))
+
+    def update(grads, state: StepGuardState, params=None, **extra_args):
+        bad = is_bad_step(grads, extra_args.get("loss"), max_grad_norm)
+
+        def apply(_):
+            return inner.update(grads, state.inner_state, params, **extra_args)
+
+        def skip(_):
+            return optax.tree.zeros_like(grads), state.inner_state
+
+        updates, inner_state = jax.lax.cond(bad, skip, apply, None)
+        return updates, StepGuardState(inner_state, state.skipped_steps + bad.astype(jnp.int32))
+
+    return optax.GradientTransformationExtraArgs(init, update)
