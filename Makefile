@@ -2,7 +2,7 @@
 PYTHON ?= python3
 CONFIG ?= configs/tiny_ja.py
 
-.PHONY: setup start-japanese resume-japanese generate eval test prepare-japanese-data
+.PHONY: setup start-japanese resume-japanese generate eval test prepare-japanese-data dry-run
 
 setup:
 	$(PYTHON) -m pip install -r requirements.txt
@@ -27,3 +27,7 @@ test:
 # Tokenise and shard a corpus: the demo manifest by default; MANIFEST=... OUT=... for your own dumps.
 prepare-japanese-data:
 	$(PYTHON) -m muse_jax.main --config $(CONFIG) --mode=prepare $(if $(MANIFEST),--config.data.manifest=$(MANIFEST)) $(if $(OUT),--config.data.out_dir=$(OUT))
+
+# The original's "10B" configuration: AOT memory report, no parameter allocated.
+dry-run:
+	$(PYTHON) -m muse_jax.main --config configs/phase8_10b_japanese.py --mode=dry_run

@@ -58,6 +58,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.train.batch_size = 16  # sequences per optimizer step, all micro-batches together
     c.train.grad_accum_steps = 1  # 1..64 micro-batches of batch_size/grad_accum_steps, scanned in one jitted step
     c.train.seq_len = 128
+    c.train.remat_policy = "none"  # none | full | minimal | offload (muse_jax/model/remat.py)
     c.train.label_smoothing = 0.0  # α: targets (1-α)·onehot + α/V; the logged loss stays the plain NLL
     c.train.ema_decay = 0.0  # EMA of params kept in the train state (checkpointed); 0 = off
     c.train.eval_use_ema = False  # evaluate and sample with the EMA params (needs ema_decay > 0)

@@ -11,6 +11,7 @@ from muse_jax.model.embedding import TokenEmbedding
 from muse_jax.model.ffn import GatedMLP
 from muse_jax.model.linear import LinearSpec
 from muse_jax.model.moe import MixtureOfExperts
+from muse_jax.model.remat import name_activation, remat_layer
 from muse_jax.model.router import ROUTERS
 
 MODEL_KINDS = ("bk", "transformer")
@@ -49,12 +50,12 @@ class Block(nnx.Module):
         """(new x, aux) with aux = {"aux_loss": scalar, "expert_load": [E] (empty without experts)}."""
         h = self.mix_norm(x)
         mixed, g = self.mixer(h) if self.is_bk else (self.mixer(h), None)
-        x = x + mixed
+        x = x + name_activation(mixed, "mixer_out")
         h = self.ffn_norm(x)
         if not self.has_experts:
-            return x + self.ffn(h), no_experts_aux()
+            return x + name_activation(self.ffn(h), "ffn_out"), no_experts_aux()
         y, aux = self.ffn(h, g)
-        return x + y, aux
+        return x + name_activation(y, "ffn_out"), aux
 
 
 class LanguageModel(nnx.Module):
@@ -69,7 +70,10 @@ class LanguageModel(nnx.Module):
     Both are plain arrays, so a jitted train step stays functional (nnx.merge → call → arrays).
     """
 
-    def __init__(self, cfg: ml_collections.ConfigDict, vocab_size: int, *, rngs: nnx.Rngs):
+    def __init__(self, cfg: ml_collections.ConfigDict, vocab_size: int, *, rngs: nnx.Rngs,
+                 remat_policy: str = "none"):
+        remat_layer(lambda x: x, remat_policy)  # validates the name
+        self.remat_policy = remat_policy
         if cfg.kind not in MODEL_KINDS:
             raise ValueError(f"model.kind must be one of {MODEL_KINDS}, got {cfg.kind!r}")
         self.embed = TokenEmbedding(cfg, vocab_size, rngs=rngs)
@@ -90,13 +94,18 @@ class LanguageModel(nnx.Module):
         def layer(x, state):
             return nnx.merge(block_def, state)(x)
 
-        x, aux = jax.lax.scan(layer, x, block_state)
+        x, aux = jax.lax.scan(remat_layer(layer, self.remat_policy), x, block_state)
         logits = self.embed.logits(self.final_norm(x)).astype(jnp.float32)
         return logits, {"aux_loss": jnp.mean(aux["aux_loss"]), "expert_load": aux["expert_load"]}
 
     def __call__(self, tokens: jax.Array) -> jax.Array:
         """tokens: int [B, N] → logits float32 [B, N, V]."""
         return self.forward_with_aux(tokens)[0]
+
+
+def build_model(cfg: ml_collections.ConfigDict, vocab_size: int, rngs: nnx.Rngs) -> LanguageModel:
+    """The model a run trains: `cfg.model` plus the run's `train.remat_policy`."""
+    return LanguageModel(cfg.model, vocab_size, rngs=rngs, remat_policy=cfg.train.remat_policy)
 
 
 def count_params(params) -> int:

@@ -22,8 +22,10 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from muse_jax.model.lm import LanguageModel
+from muse_jax.data.settings import DataSettings
+from muse_jax.model.lm import build_model
 from muse_jax.model.param_count import parameter_counts
+from muse_jax.provenance import write_json
 from muse_jax.train.optimizer import build_optimizer
 from muse_jax.train.step import make_train_step
 
@@ -47,7 +49,7 @@ def activation_bytes_estimate(model_cfg, batch: int, seq_len: int, vocab: int, m
 
 def abstract_train_state(cfg: ml_collections.ConfigDict, vocab: int):
     """(jitted step, abstract TrainState) for the config, without allocating anything."""
-    model = nnx.eval_shape(lambda: LanguageModel(cfg.model, vocab, rngs=nnx.Rngs(0)))
+    model = nnx.eval_shape(lambda: build_model(cfg, vocab, nnx.Rngs(0)))
     graphdef, state = nnx.split(model)
     params = nnx.to_pure_dict(state)
     tx = build_optimizer(cfg.optim, int(cfg.train.steps), int(cfg.seed))
@@ -79,7 +81,7 @@ def largest_fitting_batch(train_step, abstract_state, seq_len: int, budget: int,
 
 def dry_run(cfg: ml_collections.ConfigDict) -> dict:
     """Compile, measure, print, write `workdir/dry_run.json`; exit status 1 if it does not fit."""
-    vocab = int(cfg.data.vocab_size)
+    vocab = DataSettings.from_config(cfg.data, cfg.workdir).vocab_size  # the tokenizer a run would train
     t = cfg.train
     batch, seq_len, micro = int(t.batch_size), int(t.seq_len), int(t.grad_accum_steps)
     budget = int(float(cfg.hardware.device_memory_gb) * GIB)
@@ -107,11 +109,7 @@ def dry_run(cfg: ml_collections.ConfigDict) -> dict:
         if report["fits"] else
         f"does not fit: needs {report['peak_device_gb']:.2f} GB, have {report['device_memory_gb']:g} GB"
     )
-    os.makedirs(cfg.workdir, exist_ok=True)
-    path = os.path.join(cfg.workdir, "dry_run.json")
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2)
-    os.replace(path + ".tmp", path)
+    write_json(os.path.join(cfg.workdir, "dry_run.json"), report)
     print(json.dumps(report, indent=2))
     print(report["verdict"])
     return report

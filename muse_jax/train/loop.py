@@ -14,7 +14,7 @@ from muse_jax.data.prepared import PreparedData, prepared_for_training
 from muse_jax.data.settings import DataSettings
 from muse_jax.data.tokenizer import load_tokenizer
 from muse_jax.generate import generate_tokens
-from muse_jax.model.lm import LanguageModel
+from muse_jax.model.lm import build_model
 from muse_jax.model.param_count import describe_parameter_counts, parameter_counts
 from muse_jax.train.checkpoint import Checkpointer
 from muse_jax.train.metrics import MetricsLog, Progress
@@ -34,7 +34,7 @@ class Run:
         self.vocab_size = self.data.vocab_size
         t = cfg.train  # validation reads only the tokens its batches use, once
         self.val_tokens = validation_tokens(self.data, t.eval_batches * t.batch_size * t.seq_len + 1)
-        model = LanguageModel(cfg.model, self.vocab_size, rngs=nnx.Rngs(self.seed))
+        model = build_model(cfg, self.vocab_size, nnx.Rngs(self.seed))
         self.graphdef, state = nnx.split(model)
         params = nnx.to_pure_dict(state)
         self.steps = int(cfg.train.steps)
