@@ -1,6 +1,11 @@
-"""Tests for muse_jax.model.bk_core (causal resolvent-diagonal features)."""
+"""Tests for muse_jax.model.bk_core: every impl against dense float64 references and each other.
+
+Implementation details (chunk boundaries, the custom VJP against plain autodiff, compensated
+arithmetic, the 2^20 numerical-range test) are in tests/test_bk_scan.py."""
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 import pytest
@@ -8,6 +13,7 @@ import pytest
 import jax
 import jax.numpy as jnp
 
+from muse_jax.model import bk_scan
 from muse_jax.model.bk_core import (
     IMPLS,
     bk_init_state,
@@ -15,6 +21,16 @@ from muse_jax.model.bk_core import (
     causal_resolvent_diag,
     resolvent_diag,
 )
+
+# Every concrete implementation, plus the chunked one with a chunk count that does not divide
+# the test lengths (padding) -- "chunked:5" means impl="chunked", n_chunks=5.
+IMPL_VARIANTS = ("sequential", "chunked", "chunked:5", "associative")
+CONCRETE = ("sequential", "chunked", "associative")
+
+
+def _impl_kwargs(variant):
+    impl, _, n = variant.partition(":")
+    return {"impl": impl, "n_chunks": int(n) if n else None}
 
 
 # ---------------------------------------------------------------------------
@@ -69,10 +85,13 @@ def _dense_causal_jnp(a, kappa, z):
     sub = sub.at[..., rows, rows - 1].set(kappa[..., 1:])
     T = a[..., :, None] * jnp.eye(n, dtype=a.dtype) + jnp.eye(n, k=1, dtype=a.dtype) + sub
     A = T.astype(z.dtype) - z[..., None] * eye  # z: [..., 1] -> [..., 1, 1]
-    gs = []
-    for i in range(1, n + 1):
-        gs.append(jnp.linalg.inv(A[..., :i, :i])[..., i - 1, i - 1])
-    return jnp.stack(gs, axis=-1)
+    # All N prefixes at once: block-diag(A[:i, :i], I) for i = 1..N, whose
+    # inverse has inv(A[:i, :i]) as its leading block.
+    idx = jnp.arange(n)
+    keep = (idx[:, None, None] >= idx[None, :, None]) & (idx[:, None, None] >= idx[None, None, :])
+    Ai = jnp.where(keep, A[..., None, :, :], eye)  # [..., N(prefix), N, N]
+    inv = jnp.linalg.inv(Ai)
+    return inv[..., idx, idx, idx]
 
 
 def _rand_inputs(rng, batch, n, a_scale=2.0, k_max=2.0, imz=(0.1, 1.0), z_batch=None):
@@ -89,9 +108,11 @@ def _maxrel(x, ref):
     return float(np.max(np.abs(x - ref) / np.abs(ref)))
 
 
-def _loss_fn(impl, w1, w2):
+def _loss_fn(variant, w1, w2):
+    kwargs = _impl_kwargs(variant)
+
     def loss(a, kappa, zr, zi):
-        g = causal_resolvent_diag(a, kappa, zr + 1j * zi, impl=impl)
+        g = causal_resolvent_diag(a, kappa, zr + 1j * zi, **kwargs)
         return jnp.sum(jnp.real(g * w1) + jnp.imag(g * w2))
 
     return loss
@@ -104,29 +125,29 @@ _SHAPES = [((), ()), ((4,), (4,)), ((2, 3), (3,))]
 # ---------------------------------------------------------------------------
 # 1. values vs dense reference
 # ---------------------------------------------------------------------------
-@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("variant", IMPL_VARIANTS)
 @pytest.mark.parametrize("shapes", _SHAPES)
-def test_matches_dense_reference_float32(impl, shapes):
+def test_matches_dense_reference_float32(variant, shapes):
     batch, zbatch = shapes
     rng = np.random.default_rng(0)
     n = 32
     a, kappa, zr, zi = _rand_inputs(rng, batch, n, z_batch=zbatch)
     z = (zr + 1j * zi).astype(np.complex64)
-    g = causal_resolvent_diag(a, kappa, z, impl=impl)
+    g = causal_resolvent_diag(a, kappa, z, **_impl_kwargs(variant))
     assert g.shape == batch + (n,)
     assert g.dtype == jnp.complex64
     ref = _dense_causal_np(a, kappa, z)
     assert _maxrel(g, ref) <= 1e-5
 
 
-@pytest.mark.parametrize("impl", IMPLS)
-def test_float64_inputs_give_complex128(impl):
+@pytest.mark.parametrize("variant", IMPL_VARIANTS)
+def test_float64_inputs_give_complex128(variant):
     rng = np.random.default_rng(1)
     a, kappa, zr, zi = _rand_inputs(rng, (3,), 20)
     with jax.enable_x64(True):
         g = causal_resolvent_diag(
             a.astype(np.float64), kappa.astype(np.float64), zr + 1j * zi.astype(np.float64),
-            impl=impl,
+            **_impl_kwargs(variant),
         )
         assert g.dtype == jnp.complex128
         assert _maxrel(g, _dense_causal_np(a, kappa, zr + 1j * zi)) <= 1e-11
@@ -136,28 +157,29 @@ def test_kappa_first_entry_ignored():
     rng = np.random.default_rng(2)
     a, kappa, zr, zi = _rand_inputs(rng, (2,), 8)
     z = zr + 1j * zi
-    k2 = kappa.copy()
-    k2[..., 0] = 123.0
-    for impl in IMPLS:
-        np.testing.assert_array_equal(
-            np.asarray(causal_resolvent_diag(a, kappa, z, impl=impl)),
-            np.asarray(causal_resolvent_diag(a, k2, z, impl=impl)),
-        )
+    for variant in IMPL_VARIANTS:
+        kwargs = _impl_kwargs(variant)
+        g = np.asarray(causal_resolvent_diag(a, kappa, z, **kwargs))
+        for k1 in (123.0, np.inf, np.nan):
+            k2 = kappa.copy()
+            k2[..., 0] = k1
+            np.testing.assert_array_equal(np.asarray(causal_resolvent_diag(a, k2, z, **kwargs)), g)
 
 
 # ---------------------------------------------------------------------------
 # 2. gradients vs dense reference
 # ---------------------------------------------------------------------------
-@pytest.mark.parametrize("impl", IMPLS)
-def test_gradients_match_dense_reference(impl):
+_GRAD_BATCH, _GRAD_N = (2, 3), 12
+
+
+@functools.lru_cache(maxsize=None)
+def _grad_problem():
+    """Inputs, loss weights and the dense float64 reference gradients."""
     rng = np.random.default_rng(3)
-    batch, n = (2, 3), 12
+    batch, n = _GRAD_BATCH, _GRAD_N
     a, kappa, zr, zi = _rand_inputs(rng, batch, n, z_batch=(3,))
     w1 = rng.normal(size=batch + (n,)).astype(np.float32)
     w2 = rng.normal(size=batch + (n,)).astype(np.float32)
-
-    grads32 = jax.grad(_loss_fn(impl, w1, w2), argnums=(0, 1, 2, 3))(a, kappa, zr, zi)
-
     assert hasattr(jax, "enable_x64")
     with jax.enable_x64(True):
         args64 = [jnp.asarray(x, jnp.float64) for x in (a, kappa, zr, zi)]
@@ -167,35 +189,70 @@ def test_gradients_match_dense_reference(impl):
             g = _dense_causal_jnp(a_, k_, zr_ + 1j * zi_)
             return jnp.sum(jnp.real(g * w1_64) + jnp.imag(g * w2_64))
 
-        ref = [np.asarray(x) for x in jax.grad(ref_loss, argnums=(0, 1, 2, 3))(*args64)]
+        ref = jax.jit(jax.grad(ref_loss, argnums=(0, 1, 2, 3)))(*args64)
+        ref = tuple(np.asarray(x) for x in ref)
+        assert all(x.dtype == np.float64 for x in ref)
+    return (a, kappa, zr, zi), (w1, w2), ref
+
+
+@pytest.mark.parametrize("variant", IMPL_VARIANTS)
+def test_gradients_match_dense_reference(variant):
+    args, (w1, w2), ref = _grad_problem()
+    grads32 = jax.jit(jax.grad(_loss_fn(variant, w1, w2), argnums=(0, 1, 2, 3)))(*args)
+    with jax.enable_x64(True):
+        args64 = [jnp.asarray(x, jnp.float64) for x in args]
+        w64 = [jnp.asarray(w, jnp.float64) for w in (w1, w2)]
         # Our implementation in float64: must match to near machine precision.
-        ours64 = jax.grad(_loss_fn(impl, w1_64, w2_64), argnums=(0, 1, 2, 3))(*args64)
+        ours64 = jax.jit(jax.grad(_loss_fn(variant, *w64), argnums=(0, 1, 2, 3)))(*args64)
         ours64 = [np.asarray(x) for x in ours64]
+        assert ours64[0].dtype == np.float64
 
     names = ("a", "kappa", "Re z", "Im z")
     for name, g32, g64, r in zip(names, grads32, ours64, ref):
-        assert g32.shape == r.shape, name
+        g32 = np.asarray(g32)
+        assert g32.dtype == np.float32 and g32.shape == r.shape, name
         assert np.all(np.isfinite(g32)), name
         scale = np.max(np.abs(r))
         assert scale > 0, name
         np.testing.assert_allclose(g64, r, rtol=1e-9, atol=1e-9 * scale, err_msg=name)
-        np.testing.assert_allclose(
-            np.asarray(g32), r, rtol=1e-4, atol=1e-5 * scale, err_msg=name
-        )
+        np.testing.assert_allclose(g32, r, rtol=1e-4, atol=1e-5 * scale, err_msg=name)
     # kappa[..., 0] is ignored -> zero gradient.
     assert np.all(np.asarray(grads32[1])[..., 0] == 0)
+
+
+def test_forward_mode_jvp():
+    """jax.jvp: supported by associative (custom JVP), equal to the plain-autodiff reference;
+    the loop-based impls have a custom VJP and refuse forward mode with JAX's TypeError."""
+    rng = np.random.default_rng(10)
+    a, kappa, zr, zi = _rand_inputs(rng, (3,), 16)
+    z = (zr + 1j * zi).astype(np.complex64)
+    ta = rng.normal(size=a.shape).astype(np.float32)
+    tk = rng.normal(size=a.shape).astype(np.float32)
+
+    def reference(a_, k_):
+        k_ = jnp.where(jnp.arange(a_.shape[-1]) == 0, 0.0, k_)
+        return bk_scan.sequential_autodiff(a_.astype(jnp.complex64) - z, k_)
+
+    ref = [np.asarray(x) for x in jax.jvp(reference, (a, kappa), (ta, tk))]
+    f = lambda a_, k_: causal_resolvent_diag(a_, k_, z, impl="associative")  # noqa: E731
+    out = [np.asarray(x) for x in jax.jvp(f, (a, kappa), (ta, tk))]
+    for x, y in zip(out, ref):
+        assert _maxrel(x, y) <= 1e-5
+    with pytest.raises(TypeError, match="forward-mode"):
+        jax.jvp(lambda a_: causal_resolvent_diag(a_, kappa, z, impl="sequential"), (a,), (ta,))
 
 
 # ---------------------------------------------------------------------------
 # 3. causality
 # ---------------------------------------------------------------------------
-@pytest.mark.parametrize("impl", IMPLS)
-def test_causality_exact(impl):
+@pytest.mark.parametrize("variant", IMPL_VARIANTS)
+def test_causality_exact(variant):
     rng = np.random.default_rng(4)
     batch, n = (2, 3), 40
     a, kappa, zr, zi = _rand_inputs(rng, batch, n, z_batch=(3,))
     z = (zr + 1j * zi).astype(np.complex64)
-    f = jax.jit(lambda a_, k_: causal_resolvent_diag(a_, k_, z, impl=impl))
+    kwargs = _impl_kwargs(variant)
+    f = jax.jit(lambda a_, k_: causal_resolvent_diag(a_, k_, z, **kwargs))
     g = np.asarray(f(a, kappa))
     for t in (0, 1, 7, 16, 31, n - 2):
         a2, k2 = a.copy(), kappa.copy()
@@ -227,14 +284,16 @@ def _extreme_cases():
     zres = np.array([0.0, 50.0, 199.9, 1e4], np.float32)[:, None] + 1e-3j
     cases.append(("resonant", a, k, zres.astype(np.complex64)))
     a = np.full(batch + (n,), 1e4, np.float32)
-    cases.append(("a = 1e4 = Re z, kappa = 0", a, np.zeros_like(a), np.complex64(1e4 + 1e-3j)))
+    zres = np.full(batch + (1,), 1e4 + 1e-3j, np.complex64)
+    cases.append(("a = 1e4 = Re z, kappa = 0", a, np.zeros_like(a), zres))
     return cases
 
 
-@pytest.mark.parametrize("impl", IMPLS)
-def test_bound_and_finite(impl):
+@pytest.mark.parametrize("variant", IMPL_VARIANTS + ("sequential:compensated",))
+def test_bound_and_finite(variant):
+    kwargs = {"impl": "sequential", "compensated": True} if "compensated" in variant else _impl_kwargs(variant)
     for name, a, k, z in _extreme_cases():
-        g = np.asarray(causal_resolvent_diag(a, k, z, impl=impl))
+        g = np.asarray(causal_resolvent_diag(a, k, z, **kwargs))
         assert np.all(np.isfinite(g)), name
         imz = np.imag(np.broadcast_to(z, a.shape[:-1] + (1,)))
         assert np.all(np.abs(g) * imz <= 1.0 + 1e-4), (name, np.max(np.abs(g) * imz))
@@ -250,7 +309,7 @@ def test_bk_step_matches_parallel():
     B, C, n = 2, 3, 24
     a, kappa, zr, zi = _rand_inputs(rng, (B, C), n, z_batch=(C,))
     z = (zr + 1j * zi).astype(np.complex64)  # [C, 1]
-    par = {impl: np.asarray(causal_resolvent_diag(a, kappa, z, impl=impl)) for impl in IMPLS}
+    par = {impl: np.asarray(causal_resolvent_diag(a, kappa, z, impl=impl)) for impl in CONCRETE}
 
     state = bk_init_state((B, C))
     assert state.shape == (B, C) and state.dtype == jnp.complex64
@@ -263,7 +322,7 @@ def test_bk_step_matches_parallel():
         np.testing.assert_array_equal(np.asarray(state), np.asarray(g_t))
         outs.append(np.asarray(g_t))
     seq = np.stack(outs, axis=-1)
-    for impl in IMPLS:
+    for impl in CONCRETE:
         assert _maxrel(seq, par[impl]) <= 2e-6, impl
 
 
@@ -276,7 +335,7 @@ def test_bk_step_first_step_ignores_kappa():
 
 
 # ---------------------------------------------------------------------------
-# 6. impls agree at N = 4096 (values and gradients)
+# 6. impls agree at N = 4096 (values and gradients), with each other and with plain autodiff
 # ---------------------------------------------------------------------------
 def test_impls_agree_long_sequence():
     rng = np.random.default_rng(7)
@@ -288,29 +347,35 @@ def test_impls_agree_long_sequence():
     w1 = rng.normal(size=batch + (n,)).astype(np.float32)
     w2 = rng.normal(size=batch + (n,)).astype(np.float32)
 
-    res = {}
-    for impl in IMPLS:
-        loss = _loss_fn(impl, w1, w2)
-        val_and_grad = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3)))
-        _, grads = val_and_grad(a, kappa, zr, zi)
-        g = jax.jit(lambda *x: causal_resolvent_diag(*x, impl=impl))(a, kappa, zr + 1j * zi)
-        res[impl] = (np.asarray(g), [np.asarray(x) for x in grads])
+    def run(g_of):
+        def loss_and_g(a_, k_, zr_, zi_):
+            g = g_of(a_, k_, zr_ + 1j * zi_)
+            return jnp.sum(jnp.real(g * w1) + jnp.imag(g * w2)), g
 
-    ga, grads_a = res["associative"]
-    gs, grads_s = res["sequential"]
-    assert np.all(np.isfinite(ga)) and np.all(np.isfinite(gs))
-    assert _maxrel(ga, gs) <= 1e-4
-    for name, xa, xs in zip(("a", "kappa", "Re z", "Im z"), grads_a, grads_s):
-        assert np.all(np.isfinite(xa)), name
-        np.testing.assert_allclose(
-            xa, xs, rtol=1e-4, atol=1e-4 * np.max(np.abs(xs)), err_msg=name
-        )
+        grads, g = jax.jit(jax.grad(loss_and_g, argnums=(0, 1, 2, 3), has_aux=True))(a, kappa, zr, zi)
+        return np.asarray(g), [np.asarray(x) for x in grads]
+
+    def autodiff(a_, k_, z_):  # plain autodiff through lax.scan: the reference
+        k_ = jnp.where(jnp.arange(n) == 0, 0.0, k_)
+        return bk_scan.sequential_autodiff(a_.astype(jnp.complex64) - z_, k_)
+
+    res = {"autodiff": run(autodiff)}
+    for variant in ("sequential", "chunked", "chunked:7", "associative"):
+        kwargs = _impl_kwargs(variant)
+        res[variant] = run(lambda a_, k_, z_, kw=kwargs: causal_resolvent_diag(a_, k_, z_, **kw))
+    g_ref, grads_ref = res.pop("autodiff")
+    for variant, (g, grads) in res.items():
+        assert np.all(np.isfinite(g)), variant
+        assert _maxrel(g, g_ref) <= 1e-5, variant
+        for name, x, r in zip(("a", "kappa", "Re z", "Im z"), grads, grads_ref):
+            assert np.all(np.isfinite(x)), (variant, name)
+            np.testing.assert_allclose(x, r, rtol=1e-4, atol=1e-5 * np.max(np.abs(r)), err_msg=f"{variant} {name}")
 
 
 # ---------------------------------------------------------------------------
 # 7. non-causal full resolvent diagonal
 # ---------------------------------------------------------------------------
-@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("impl", CONCRETE)
 def test_resolvent_diag_matches_dense(impl):
     rng = np.random.default_rng(8)
     batch, n = (2, 3), 24
@@ -330,7 +395,9 @@ def test_resolvent_diag_float64():
     rng = np.random.default_rng(9)
     a, kappa, zr, zi = _rand_inputs(rng, (2,), 24)
     with jax.enable_x64(True):
-        G = resolvent_diag(a.astype(np.float64), kappa.astype(np.float64), zr + 1j * zi.astype(np.float64))
+        G = resolvent_diag(
+            a.astype(np.float64), kappa.astype(np.float64), zr + 1j * zi.astype(np.float64)
+        )
         assert G.dtype == jnp.complex128
         assert _maxrel(G, _dense_full_np(a, kappa, zr + 1j * zi)) <= 1e-11
 
@@ -340,10 +407,25 @@ def test_resolvent_diag_float64():
 # ---------------------------------------------------------------------------
 def test_unknown_impl_raises():
     a = np.zeros((4,), np.float32)
-    with pytest.raises(ValueError, match="associative.*sequential"):
+    with pytest.raises(ValueError, match="auto.*chunked.*sequential.*associative"):
         causal_resolvent_diag(a, a, 1j, impl="fft")
-    with pytest.raises(ValueError, match="associative.*sequential"):
+    with pytest.raises(ValueError, match="auto.*chunked.*sequential.*associative"):
         resolvent_diag(a, a, 1j, impl="fft")
+    with pytest.raises(ValueError, match="compensated"):
+        causal_resolvent_diag(a, a, 1j, impl="associative", compensated=True)
+
+
+def test_auto_resolves_per_backend():
+    assert IMPLS == ("auto", "chunked", "sequential", "associative")
+    assert bk_scan.auto_impl("cpu") == "sequential"
+    assert bk_scan.auto_impl("gpu") == bk_scan.auto_impl("tpu") == "associative"
+    rng = np.random.default_rng(11)
+    a, kappa, zr, zi = _rand_inputs(rng, (2, 3), 40, z_batch=(3,))
+    z = (zr + 1j * zi).astype(np.complex64)
+    chosen = bk_scan.auto_impl()
+    np.testing.assert_array_equal(
+        np.asarray(causal_resolvent_diag(a, kappa, z)), np.asarray(causal_resolvent_diag(a, kappa, z, impl=chosen))
+    )
 
 
 def test_bad_z_shape_raises():

@@ -42,8 +42,13 @@ Bound: ``g`` is a diagonal entry of the resolvent of a real symmetric matrix,
 ``g = sum_k |u_k|^2 / (lambda_k - z)`` with ``sum_k |u_k|^2 = 1``, hence
 ``Im g > 0`` and ``|g| <= 1 / Im z``.
 
-All functions here are pure and differentiable with ``jax.grad`` (plain
-autodiff, no custom rules).
+Implementations (``impl``; all in :mod:`muse_jax.model.bk_scan`, which documents each and why
+``auto`` picks what it picks): ``auto`` (``sequential`` on CPU, ``associative`` elsewhere),
+``chunked``, ``sequential``, ``associative``.  All are pure, jit-able and differentiable in
+reverse mode (``jax.grad``) with exact, O(N)-memory gradients; ``associative`` also supports
+forward mode (``jax.jvp``).  ``compensated=True`` evaluates the sequential recursion in
+double-float arithmetic for ~1-ulp outputs at any conditioning.  ``bk_step`` (generation)
+uses plain autodiff.
 """
 
 from __future__ import annotations
@@ -54,6 +59,9 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
+from muse_jax.model import bk_scan
+from muse_jax.model.bk_scan import IMPLS
+
 __all__ = [
     "IMPLS",
     "causal_resolvent_diag",
@@ -62,18 +70,18 @@ __all__ = [
     "bk_step",
 ]
 
-IMPLS = ("associative", "sequential")
-
 
 # ---------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------
-def _prepare(a, kappa, z):
-    """Broadcast inputs, choose dtypes, return (d = a - z, kappa) complex.
+def _prepare(a, kappa, z, mask_first=True):
+    """Broadcast and cast the inputs; returns real ``(a, kappa)`` ``[..., N]`` and complex
+    ``z`` of shape ``a.shape[:-1]``.
 
     The complex dtype follows the real dtype of ``a``/``kappa``: float32 ->
-    complex64, float64 -> complex128.  ``z`` is cast to it.  ``kappa[..., 0]``
-    is replaced by 0 (it is ignored by definition).
+    complex64, float64 -> complex128.  ``z`` is cast to it.  With ``mask_first``
+    ``kappa[..., 0]`` is replaced by 0 (it is ignored by definition; the loop-based
+    impls mask it inside their loops instead, saving a pass over kappa).
     """
     a = jnp.asarray(a)
     kappa = jnp.asarray(kappa)
@@ -89,16 +97,14 @@ def _prepare(a, kappa, z):
     if not jnp.issubdtype(real_dtype, jnp.floating):
         real_dtype = jnp.result_type(float)
     cdtype = jnp.result_type(real_dtype, jnp.complex64)
-    a = a.astype(real_dtype)
-    kappa = kappa.astype(real_dtype)
-    z = z.astype(cdtype)
-    d = a.astype(cdtype) - z  # [..., N] (broadcast with z)
-    kappa = jnp.broadcast_to(kappa, jnp.broadcast_shapes(kappa.shape, d.shape))
-    d = jnp.broadcast_to(d, kappa.shape)
-    n = kappa.shape[-1]
-    first = jnp.arange(n) == 0
-    kappa = jnp.where(first, jnp.zeros((), real_dtype), kappa)
-    return d, kappa
+    shape = jnp.broadcast_shapes(a.shape, kappa.shape, z.shape)
+    a = jnp.broadcast_to(a.astype(real_dtype), shape)
+    kappa = jnp.broadcast_to(kappa.astype(real_dtype), shape)
+    z = jnp.broadcast_to(z.astype(cdtype), shape[:-1] + (1,))[..., 0]
+    if mask_first:
+        first = jnp.arange(shape[-1]) == 0
+        kappa = jnp.where(first, jnp.zeros((), real_dtype), kappa)
+    return a, kappa, z
 
 
 def _check_impl(impl):
@@ -106,154 +112,45 @@ def _check_impl(impl):
         raise ValueError(f"unknown impl {impl!r}; valid impls are {IMPLS}")
 
 
-def _amax(x):
-    """max(|Re x|, |Im x|): a cheap stand-in for |x| used for scaling."""
-    return jnp.maximum(jnp.abs(jnp.real(x)), jnp.abs(jnp.imag(x)))
+def _resolve(impl, compensated=False):
+    """The concrete impl for ``impl`` (``auto`` resolved; compensated needs sequential)."""
+    if impl == "auto":
+        impl = "sequential" if compensated else bk_scan.auto_impl()
+    if compensated and impl != "sequential":
+        raise ValueError(f"compensated=True needs impl='sequential' (or 'auto'), got {impl!r}")
+    return impl
 
 
-def _inv_pow2(s):
-    """Power of two ``2^-e`` with ``s * 2^-e`` in [0.5, 1), as a constant.
-
-    Scaling by an exact power of two introduces no rounding error; with a
-    generic ``1/s`` the float32 associative scan was measured ~10-25x less
-    accurate at N = 65536.  ``s`` must be > 0 and finite.
-    """
-    s = jax.lax.stop_gradient(s)
-    _, e = jnp.frexp(s)
-    return jnp.ldexp(jnp.ones_like(s), -e)
-
-
-def _mat_combine(x, y):
-    """Combine two stacks of 2x2 partial products, ``x`` earlier, ``y`` later.
-
-    A stack is one array ``[4, ...]`` holding the entries (m00, m01, m10,
-    m11) on the leading axis (one array instead of four separate leaves makes
-    ``lax.associative_scan`` compile ~5x faster and run ~10x faster on CPU).
-
-    Returns ``(y @ x) * 2^-e`` where ``2^e`` is the power of two just above the
-    largest entry magnitude ``s`` of ``y @ x`` (guarded against ``s = 0``), so
-    all entries lie in [-1, 1] and nothing over/underflows across prefixes.
-    The scale is treated as a constant under autodiff: the quantity we read
-    out is the projective ratio (2), in which any positive per-prefix scalar
-    cancels exactly, so the gradient through it would be zero anyway.
-    """
-    a00, a01, a10, a11 = x[0], x[1], x[2], x[3]
-    b00, b01, b10, b11 = y[0], y[1], y[2], y[3]
-    c = jnp.stack(
-        (
-            b00 * a00 + b01 * a10,
-            b00 * a01 + b01 * a11,
-            b10 * a00 + b11 * a10,
-            b10 * a01 + b11 * a11,
-        )
-    )
-    s = jnp.max(_amax(c), axis=0)
-    s = jnp.where(s > 0, s, jnp.ones_like(s))
-    return c * _inv_pow2(s).astype(c.dtype)
-
-
-def _matrix_scan_ratio(d, kc):
-    r"""Parallel prefix of M_i (scaled), then g_i = P_i[0,1] / P_i[1,1].
-
-    ``d = a - z`` and ``kc = kappa`` (complex dtype, ``kc[..., 0] = 0``).
-    Primal values only -- see :func:`_assoc_g` for the derivative.
-    """
-    m10 = -kc
-    # Pre-scale each M_i as well so that huge |a_i - z| or kappa_i do not
-    # overflow the first products.
-    s = jnp.maximum(jnp.maximum(_amax(d), _amax(m10)), 1.0)
-    inv = _inv_pow2(s).astype(d.dtype)
-    elems = jnp.stack((jnp.zeros_like(d), inv, m10 * inv, d * inv))
-    prods = jax.lax.associative_scan(_mat_combine, elems, axis=d.ndim)
-    return prods[1] / prods[3]
-
-
-def _affine_combine(x, y):
-    """Compose first-order affine maps ``t -> A t + B``; ``x`` earlier.
-
-    (A, B) stay separate leaves: A is primal-only and B is linear in the
-    tangents, which JAX must be able to transpose (stacking them would mix
-    the two and break ``jax.grad``).
-    """
-    xa, xb = x
-    ya, yb = y
-    return ya * xa, ya * xb + yb
-
-
-@jax.custom_jvp
-def _assoc_g(d, kc):
-    """Causal g via the scaled matrix scan, with a well-conditioned JVP."""
-    return _matrix_scan_ratio(d, kc)
-
-
-@_assoc_g.defjvp
-def _assoc_g_jvp(primals, tangents):
-    r"""Tangent of (1) as a first-order linear recurrence (parallel scan).
-
-    Differentiating ``g_i = 1 / (d_i - kappa_i g_{i-1})`` (``d_i = a_i - z``)::
-
-        dg_i = g_i^2 (kappa_i dg_{i-1} + g_{i-1} dkappa_i - dd_i)
-             = A_i dg_{i-1} + B_i,
-        A_i = kappa_i g_i^2,   B_i = g_i^2 (g_{i-1} dkappa_i - dd_i),
-
-    with ``g_0 = dg_0 = 0``.  This affine recurrence is evaluated with
-    ``lax.associative_scan``; it is linear in the tangents, so JAX transposes
-    it into the reverse (adjoint) recurrence for ``jax.grad``.
-
-    Why not plain autodiff through the matrix scan: the derivative of the
-    projective ratio ``p/q`` w.r.t. the 2x2 partial products is orthogonal
-    to the dominant (growing) direction of those products, so it is formed
-    by cancellation between large terms.  Measured in float32 at N = 4096
-    (a ~ N(0,1), kappa ~ U(0,1), Im z ~ 0.5) the plain-autodiff gradient
-    w.r.t. z had relative error ~8e-4 vs a float64 reference (sequential
-    scan: ~1e-6).  The recurrence above only involves the (accurate) values
-    g and the Mobius-map derivatives ``A_i = dg_i/dg_{i-1}``, whose partial
-    products ``dg_i/dg_j`` are bounded by ``Im g_i / Im g_j`` (the maps are
-    contractions of the upper half plane), so nothing blows up.
-    """
-    d, kc = primals
-    dd, dk = tangents
-    g = _assoc_g(d, kc)
-    g_prev = jnp.concatenate([jnp.zeros_like(g[..., :1]), g[..., :-1]], axis=-1)
-    g2 = g * g
-    A = kc * g2  # A_1 = 0 because kc[..., 0] = 0
-    B = g2 * (g_prev * dk - dd)
-    _, dg = jax.lax.associative_scan(_affine_combine, (A, B), axis=g.ndim - 1)
-    return g, dg
-
-
-def _causal_associative(d, kappa):
-    r"""Associative-scan causal g (values: matrix scan; derivative: see _assoc_g_jvp)."""
-    return _assoc_g(d, kappa.astype(d.dtype))
-
-
-def _causal_sequential(d, kappa, unroll):
-    """lax.scan of (1) along the (moved-to-front) sequence axis."""
-    d_t = jnp.moveaxis(d, -1, 0)
-    k_t = jnp.moveaxis(kappa, -1, 0).astype(d.dtype)
-
-    def step(g_prev, xs):
-        d_i, k_i = xs
-        g = 1.0 / (d_i - k_i * g_prev)
-        return g, g
-
-    g0 = jnp.zeros(d.shape[:-1], d.dtype)
-    _, gs = jax.lax.scan(step, g0, (d_t, k_t), unroll=unroll)
-    return jnp.moveaxis(gs, 0, -1)
+def _causal(a, kappa, z, impl, unroll, n_chunks, compensated=False):
+    """Dispatch on prepared inputs (see :func:`_prepare`; ``impl`` already resolved)."""
+    if impl == "associative":
+        return bk_scan.associative_g(a.astype(z.dtype) - z[..., None], kappa)
+    if impl == "sequential":
+        n_chunks = 1
+    elif n_chunks is None:
+        n_chunks = bk_scan.chunk_count(max(1, a.size // max(a.shape[-1], 1)), a.shape[-1])
+    return bk_scan.scan_resolvent(a, kappa, z, n_chunks, unroll, compensated)
 
 
 # ---------------------------------------------------------------------------
 # public API
 # ---------------------------------------------------------------------------
-@functools.partial(jax.jit, static_argnames=("impl", "unroll"))
-def _causal_jit(a, kappa, z, impl, unroll):
-    d, kappa = _prepare(a, kappa, z)
-    if impl == "associative":
-        return _causal_associative(d, kappa)
-    return _causal_sequential(d, kappa, unroll)
+@functools.partial(jax.jit, static_argnames=("impl", "unroll", "n_chunks", "compensated"))
+def _causal_jit(a, kappa, z, impl, unroll, n_chunks, compensated):
+    impl = _resolve(impl, compensated)
+    prepared = _prepare(a, kappa, z, mask_first=impl == "associative")
+    return _causal(*prepared, impl, unroll, n_chunks, compensated)
 
 
-def causal_resolvent_diag(a, kappa, z, impl: str = "associative", unroll: int = 8):
+def causal_resolvent_diag(
+    a,
+    kappa,
+    z,
+    impl: str = "auto",
+    unroll: int = 1,
+    n_chunks: int | None = None,
+    compensated: bool = False,
+):
     r"""Causal resolvent diagonal ``g_i = [(H_{1:i} - z)^{-1}]_{ii}``.
 
     Recursion (Schur complement of the last row/column of ``H_{1:i} - z``)::
@@ -273,22 +170,32 @@ def causal_resolvent_diag(a, kappa, z, impl: str = "associative", unroll: int = 
       z: complex, broadcastable against ``a[..., :1]`` (a scalar, or an array
         whose trailing axis has size 1, e.g. ``[C, 1]`` for ``a`` of shape
         ``[B, C, N]``), with ``Im z > 0``.
-      impl: ``"associative"`` -- ``jax.lax.associative_scan`` over the 2x2
-        transfer matrices (O(log N) depth; every partial product is rescaled
-        by the power of two just above its largest entry magnitude -- the
-        scale cancels in the ratio -- so nothing over/underflows), or
-        ``"sequential"`` -- ``jax.lax.scan`` of the Mobius recursion.
-      unroll: ``lax.scan`` unroll factor (sequential impl only).
+      impl: ``"auto"`` (per backend, see :func:`muse_jax.model.bk_scan.auto_impl`),
+        ``"chunked"`` (loops that advance all chunks of the sequence at once, the chunk
+        boundaries fixed exactly), ``"sequential"`` (a loop along the sequence) or
+        ``"associative"`` (``lax.associative_scan`` over rescaled 2x2 transfer matrices).
+        See :mod:`muse_jax.model.bk_scan`.
+      unroll: loop unroll factor of the loop-based impls (1 is fastest on CPU).
+      n_chunks: ``chunked`` only: number of chunks (default: enough to fill
+        ``bk_scan.TARGET_LANES`` vector lanes, see :func:`muse_jax.model.bk_scan.chunk_count`).
+      compensated: evaluate the recursion in double-float arithmetic (float32 pairs,
+        ~48 significant bits; ``sequential`` only, forward ~3x slower), so that every output
+        is within a few ulp of the exact value even where the problem is ill-conditioned
+        (near resonances with small ``Im z``: plain float32 reaches ~3e-4 relative error
+        there; see tests/test_bk_scan.py).  Gradients stay in working precision.
 
     Returns:
       complex ``[..., N]`` (complex64 for float32 inputs, complex128 for
       float64 inputs).
     """
     _check_impl(impl)
-    return _causal_jit(a, kappa, z, impl=impl, unroll=int(unroll))
+    n_chunks = None if n_chunks is None else int(n_chunks)
+    return _causal_jit(
+        a, kappa, z, impl=impl, unroll=int(unroll), n_chunks=n_chunks, compensated=bool(compensated)
+    )
 
 
-def resolvent_diag(a, kappa, z, impl: str = "associative"):
+def resolvent_diag(a, kappa, z, impl: str = "auto"):
     r"""Full (NON-CAUSAL) resolvent diagonal ``G_ii = [(H - z)^{-1}]_{ii}``.
 
     WARNING: this is NON-CAUSAL -- ``G_ii`` sees future tokens (positions
@@ -341,21 +248,20 @@ def resolvent_diag(a, kappa, z, impl: str = "associative"):
 
 @functools.partial(jax.jit, static_argnames=("impl",))
 def _resolvent_jit(a, kappa, z, impl):
-    d, kap = _prepare(a, kappa, z)
-    causal = _causal_associative if impl == "associative" else (
-        lambda dd, kk: _causal_sequential(dd, kk, 8)
-    )
-    gf = causal(d, kap)
-    # Reversed problem: diag d[::-1]; kappa'_j (0-based j >= 1) = kappa[N - j].
-    d_rev = jnp.flip(d, axis=-1)
+    impl = _resolve(impl)
+    a, kap, z = _prepare(a, kappa, z)
+    gf = _causal(a, kap, z, impl, 1, None)
+    # Reversed problem: diag a[::-1]; kappa'_j (0-based j >= 1) = kappa[N - j].
+    a_rev = jnp.flip(a, axis=-1)
     k_flip = jnp.flip(kap, axis=-1)  # k_flip[j] = kappa[N-1-j]
     k_rev = jnp.concatenate([jnp.zeros_like(k_flip[..., :1]), k_flip[..., :-1]], axis=-1)
-    gb = jnp.flip(causal(d_rev, k_rev), axis=-1)  # gb[i] = [(H_{i:N}-z)^{-1}]_{ii}
+    gb = jnp.flip(_causal(a_rev, k_rev, z, impl, 1, None), axis=-1)  # [(H_{i:N}-z)^{-1}]_{ii}
     zc = jnp.zeros_like(gf[..., :1])
     gf_prev = jnp.concatenate([zc, gf[..., :-1]], axis=-1)  # gf_{i-1}, 0 at i=1
     gb_next = jnp.concatenate([gb[..., 1:], zc], axis=-1)  # gb_{i+1}, 0 at i=N
-    kap_c = kap.astype(d.dtype)
+    kap_c = kap.astype(gf.dtype)
     kap_next = jnp.concatenate([kap_c[..., 1:], jnp.zeros_like(kap_c[..., :1])], axis=-1)
+    d = a.astype(gf.dtype) - z[..., None]
     return 1.0 / (d - kap_c * gf_prev - kap_next * gb_next)
 
 
@@ -373,7 +279,7 @@ def bk_step(state, a_t, kappa_t, z):
     ``g_t = 1 / (a_t - z - kappa_t g_{t-1})`` with ``state = g_{t-1}``
     (O(1) complex number per channel).  With ``state = 0`` (from
     :func:`bk_init_state`) the first step returns ``1 / (a_1 - z)`` whatever
-    ``kappa_1`` is, matching :func:`causal_resolvent_diag`.
+    (finite) ``kappa_1`` is, matching :func:`causal_resolvent_diag`.
 
     Shapes have NO sequence axis: ``state``, ``a_t``, ``kappa_t`` are the
     batch shape (e.g. ``[B, C]``) and ``z`` broadcasts against them (for a
