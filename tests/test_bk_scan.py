@@ -133,6 +133,16 @@ def test_compensated_is_accurate_where_float32_is_not():
     np.testing.assert_allclose(grad(True), grad(False), rtol=1e-2, atol=1e-4 * np.max(np.abs(grad(False))))
 
 
+def test_compensated_float64():
+    """float64 inputs: the double-float step splits at 27 bits and stays exact to rounding."""
+    a, kappa, z = _range_inputs(256, seed=5)
+    with jax.enable_x64(True):
+        args = (a.astype(np.float64), kappa.astype(np.float64), z.astype(np.complex128))
+        g = causal_resolvent_diag(*args, impl="sequential", compensated=True)
+        assert g.dtype == jnp.complex128
+        assert _maxrel(g, np.asarray(_reference(*args))) <= 1e-12
+
+
 def test_numerical_range_2_20():  # ~8 s on 2 CPU cores: not marked slow
     """The issue's range test: float32, N = 2^20, |a| <= 1e4, kappa <= 1e4, Im z = 1e-3.
 

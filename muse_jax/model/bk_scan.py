@@ -301,8 +301,9 @@ def _fast_two_sum(a, b):
 
 
 def _split(a):
-    """a = hi + lo with hi, lo of at most 12 significant bits (Veltkamp; float32)."""
-    c = 4097.0 * a
+    """a = hi + lo, each with at most half the significand's bits (Veltkamp)."""
+    bits = jnp.finfo(a.dtype).nmant + 1  # 24 for float32, 53 for float64
+    c = float(2 ** ((bits + 1) // 2) + 1) * a
     hi = c - (c - a)
     return hi, a - hi
 
