@@ -1,0 +1,118 @@
+"""Learning efficiency: validation loss against training tokens, ResNet-BK vs the Transformer
+baseline at matched parameters (configs/efficiency_ja.py: 1,378,944 vs 1,377,408).
+
+    python experiments/learning_efficiency.py --max-tokens 2000000     # the original's command
+
+Both models train on the same data in the same order (same seed) for --max-tokens tokens with
+the same optimizer and schedule, and are evaluated on the whole validation split of the demo
+corpus every --eval-tokens tokens (rounded to whole steps of 16 × 128 tokens). Writes
+--out/runs.jsonl (one row per model, appended when it finishes; an interrupted benchmark resumes
+from the run's checkpoint), curve.json (the curves, and for a ladder of losses the tokens each
+model needed to first reach them), plot.png.
+"""
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from experiments.provenance import write_json  # noqa: E402
+from experiments.sweep import ROOT, RunSpec, eval_rows, run_sweep, steps_for_tokens, stored_params  # noqa: E402
+
+CONFIG = "configs/efficiency_ja.py"
+TOKENS_PER_STEP = 16 * 128  # configs/efficiency_ja.py: batch_size × seq_len
+MODELS = ("bk", "transformer")
+LOSS_LADDER_STEP = 0.25  # tokens-to-reach is reported at multiples of this loss
+
+
+def specs(models: list[str], steps: int, eval_every: int, seed: int) -> list[RunSpec]:
+    return [RunSpec(kind, CONFIG, (("model.kind", kind), ("seed", seed), ("train.steps", steps),
+                                   ("train.eval_every", eval_every), ("train.checkpoint_every", eval_every),
+                                   ("train.log_every", eval_every)))
+            for kind in models]
+
+
+def row_of(spec: RunSpec, metrics: list[dict]) -> dict:
+    curve = [{"step": int(r["step"]), "tokens": int(r["step"]) * TOKENS_PER_STEP, "val_loss": r["val_loss"]}
+             for r in eval_rows(metrics)]
+    train = [{"step": int(r["step"]), "loss": r["loss"], "tokens_per_sec": r.get("tokens_per_sec")}
+             for r in metrics if "loss" in r]
+    return {"model": spec.name, "params": stored_params(metrics), "val_loss": curve[-1]["val_loss"], "curve": curve,
+            "train_curve": train}
+
+
+def tokens_to_reach(curve: list[dict], loss: float) -> int | None:
+    """Tokens at the first evaluation with val_loss ≤ loss (None if never reached)."""
+    return next((p["tokens"] for p in curve if p["val_loss"] <= loss), None)
+
+
+def loss_ladder(rows: list[dict]) -> list[float]:
+    """Multiples of LOSS_LADDER_STEP from the best final loss up to the worst first evaluation."""
+    best = min(min(p["val_loss"] for p in r["curve"]) for r in rows)
+    worst = max(r["curve"][0]["val_loss"] for r in rows)
+    k_low, k_high = int(-(-best // LOSS_LADDER_STEP)), int(worst // LOSS_LADDER_STEP)
+    return [k * LOSS_LADDER_STEP for k in range(k_high, k_low - 1, -1)]
+
+
+def summarize(rows: list[dict], max_tokens: int, eval_tokens: int) -> dict:
+    reach = []
+    for loss in loss_ladder(rows):
+        entry = {"val_loss": loss, **{r["model"]: tokens_to_reach(r["curve"], loss) for r in rows}}
+        if all(entry.get(m) for m in MODELS):
+            entry["bk_over_transformer"] = entry["bk"] / entry["transformer"]
+        reach.append(entry)
+    return {"config": CONFIG, "max_tokens": max_tokens, "eval_tokens": eval_tokens,
+            "models": {r["model"]: {"params": r["params"], "final_val_loss": r["curve"][-1]["val_loss"],
+                                    "curve": r["curve"]} for r in rows},
+            "tokens_to_reach": reach,
+            "note": "tokens_to_reach: tokens at the first evaluation whose val_loss is at or below the loss "
+                    "(resolution: the evaluation interval); null = not reached within max_tokens."}
+
+
+def plot(summary: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, m in summary["models"].items():
+        ax.plot([p["tokens"] for p in m["curve"]], [p["val_loss"] for p in m["curve"]], marker="o", ms=3,
+                label=f"{name} ({m['params']:,} params)")
+    ax.set_xlabel("training tokens")
+    ax.set_ylabel("validation loss (nats/token)")
+    ax.set_title("Learning efficiency on the demo corpus")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path + ".tmp.png", dpi=120)
+    os.replace(path + ".tmp.png", path)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--max-tokens", type=int, default=2_000_000)
+    p.add_argument("--eval-tokens", type=int, default=100_000, help="tokens between validations")
+    p.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of " + ",".join(MODELS))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=os.path.join(ROOT, "results", "learning_efficiency"))
+    p.add_argument("--workdir", default=os.path.join(ROOT, "workdirs", "learning_efficiency"))
+    args = p.parse_args()
+    models = args.models.split(",")
+    if any(m not in MODELS for m in models):
+        raise SystemExit(f"error: --models must be a subset of {MODELS}, got {models}")
+    steps = steps_for_tokens(args.max_tokens, TOKENS_PER_STEP)
+    eval_every = max(1, round(args.eval_tokens / TOKENS_PER_STEP))
+    tag = f"{steps}steps_every{eval_every}_seed{args.seed}"  # a different benchmark never resumes this one
+    rows = run_sweep(specs(models, steps, eval_every, args.seed), os.path.join(args.out, f"runs_{tag}.jsonl"),
+                     os.path.join(args.workdir, tag), os.path.join(args.workdir, "data"), row_of, echo=True)
+    summary = summarize(rows, steps * TOKENS_PER_STEP, eval_every * TOKENS_PER_STEP)
+    write_json(os.path.join(args.out, "curve.json"), summary)
+    plot(summary, os.path.join(args.out, "plot.png"))
+    for entry in summary["tokens_to_reach"]:
+        print(entry)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""The experiments' statistics and sweep bookkeeping against plain references."""
+
+import json
+import math
+
+import pytest
+
+from experiments.learning_efficiency import loss_ladder, tokens_to_reach
+from experiments.stats import paired_difference, sample_sd, t_quantile
+from experiments.sweep import RunSpec, append_jsonl, read_jsonl
+
+
+@pytest.mark.parametrize("df, expected", [(1, 12.7062), (4, 2.7764), (9, 2.2622), (30, 2.0423)])
+def test_t_quantile_matches_tables(df, expected):
+    assert t_quantile(0.975, df) == pytest.approx(expected, abs=1e-3)
+
+
+def test_paired_difference_by_hand():
+    xs, ys = [1.0, 2.0, 4.0], [0.5, 1.0, 2.0]
+    d = [0.5, 1.0, 2.0]
+    m = sum(d) / 3
+    s = math.sqrt(sum((x - m) ** 2 for x in d) / 2)
+    out = paired_difference(xs, ys)
+    assert out["mean"] == pytest.approx(m)
+    assert out["sd"] == pytest.approx(s) == pytest.approx(sample_sd(d))
+    half = 4.3027 * s / math.sqrt(3)
+    assert out["ci_low"] == pytest.approx(m - half, abs=1e-3)
+    assert out["ci_high"] == pytest.approx(m + half, abs=1e-3)
+    with pytest.raises(ValueError):
+        paired_difference([1.0], [2.0])
+
+
+def test_jsonl_append_read_and_torn_tail(tmp_path):
+    path = str(tmp_path / "runs.jsonl")
+    assert read_jsonl(path) == []
+    append_jsonl(path, {"name": "a"})
+    append_jsonl(path, {"name": "b"})
+    with open(path, "a", encoding="utf-8") as f:
+        f.write('{"name": "c", "val')  # a crash while appending
+    assert [r["name"] for r in read_jsonl(path)] == ["a", "b"]
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(json.dumps({"name": "a"}) + "\nnot json\n" + json.dumps({"name": "b"}) + "\n")
+    with pytest.raises(SystemExit, match="runs.jsonl:2"):
+        read_jsonl(path)
+
+
+def test_run_command_is_the_project_cli():
+    spec = RunSpec("none/seed0", "configs/ablation_ja.py", (("seed", 3), ("model.bk.prime_bump", True)))
+    cmd = spec.command("/w", "/d")
+    assert cmd[1:4] == ["-m", "muse_jax.main", "--config=configs/ablation_ja.py"]
+    assert cmd[4:] == ["--config.seed=3", "--config.model.bk.prime_bump=True", "--config.workdir=/w",
+                       "--config.data.cache_dir=/d"]
+
+
+def test_tokens_to_reach_and_ladder():
+    curve = [{"tokens": 100, "val_loss": 7.9}, {"tokens": 200, "val_loss": 7.4}, {"tokens": 300, "val_loss": 7.1}]
+    assert tokens_to_reach(curve, 7.5) == 200
+    assert tokens_to_reach(curve, 7.0) is None
+    assert loss_ladder([{"curve": curve}]) == [7.75, 7.5, 7.25]
