@@ -42,32 +42,29 @@ def _dense_H(a_row, k_row):
     return np.diag(a_row) + np.diag(b, 1) + np.diag(b, -1)
 
 
-def _dense_causal_np(a, kappa, z):
-    """g_i = inv(H[:i,:i] - z I)[i-1, i-1], float64/complex128 numpy."""
+def _dense_np(a, kappa, z, causal):
+    """float64/complex128 numpy. causal: g_i = inv(H[:i,:i] - z I)[i-1, i-1] (one inverse per
+    prefix); otherwise diag(inv(H - z I)) (NON-causal)."""
     a = np.asarray(a, np.float64)
     kappa = np.asarray(kappa, np.float64)
     z = np.broadcast_to(np.asarray(z, np.complex128), a.shape[:-1] + (1,))
     n = a.shape[-1]
     out = np.empty(a.shape, np.complex128)
     for idx in np.ndindex(*a.shape[:-1]):
-        H = _dense_H(a[idx], kappa[idx])
-        zz = z[idx][0]
-        for i in range(1, n + 1):
-            out[idx + (i - 1,)] = np.linalg.inv(H[:i, :i] - zz * np.eye(i))[i - 1, i - 1]
+        H = _dense_H(a[idx], kappa[idx]) - z[idx][0] * np.eye(n)
+        if causal:
+            out[idx] = [np.linalg.inv(H[:i, :i])[i - 1, i - 1] for i in range(1, n + 1)]
+        else:
+            out[idx] = np.diag(np.linalg.inv(H))
     return out
+
+
+def _dense_causal_np(a, kappa, z):
+    return _dense_np(a, kappa, z, causal=True)
 
 
 def _dense_full_np(a, kappa, z):
-    """diag(inv(H - z I)), float64/complex128 numpy (NON-causal)."""
-    a = np.asarray(a, np.float64)
-    kappa = np.asarray(kappa, np.float64)
-    z = np.broadcast_to(np.asarray(z, np.complex128), a.shape[:-1] + (1,))
-    n = a.shape[-1]
-    out = np.empty(a.shape, np.complex128)
-    for idx in np.ndindex(*a.shape[:-1]):
-        H = _dense_H(a[idx], kappa[idx])
-        out[idx] = np.diag(np.linalg.inv(H - z[idx][0] * np.eye(n)))
-    return out
+    return _dense_np(a, kappa, z, causal=False)
 
 
 def _dense_causal_jnp(a, kappa, z):
