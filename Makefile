@@ -2,7 +2,7 @@
 PYTHON ?= python3
 CONFIG ?= configs/tiny_ja.py
 
-.PHONY: setup start-japanese resume-japanese generate eval test prepare-japanese-data dry-run
+.PHONY: setup start-japanese resume-japanese generate chat eval test prepare-japanese-data dry-run
 
 setup:
 	$(PYTHON) -m pip install -r requirements.txt
@@ -17,6 +17,10 @@ resume-japanese:
 
 generate:
 	$(PYTHON) -m muse_jax.main --config $(CONFIG) --mode=generate --prompt="$(PROMPT)"
+
+# Multi-turn chat in the terminal (instruction template), replies streamed as they are sampled.
+chat:
+	$(PYTHON) -m muse_jax.main --config $(CONFIG) --mode=chat
 
 eval:
 	$(PYTHON) -m muse_jax.main --config $(CONFIG) --mode=eval

@@ -59,6 +59,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.train.grad_accum_steps = 1  # 1..64 micro-batches of batch_size/grad_accum_steps, scanned in one jitted step
     c.train.seq_len = 128
     c.train.remat_policy = "none"  # none | full | minimal | offload (muse_jax/model/remat.py)
+    c.train.offload_params = False  # params (and EMA) live in pinned host memory between steps (README "The 8 GB plan")
+    c.train.offload_optimizer = False  # optimizer state lives in pinned host memory between steps
+    c.train.param_dtype = "float32"  # float32 | bfloat16: stored layer weights (and so their optimizer state)
+    c.train.compute_dtype = "float32"  # float32 | bfloat16: forward/backward (BK resolvent, logits, loss stay float32)
     c.train.label_smoothing = 0.0  # α: targets (1-α)·onehot + α/V; the logged loss stays the plain NLL
     c.train.ema_decay = 0.0  # EMA of params kept in the train state (checkpointed); 0 = off
     c.train.eval_use_ema = False  # evaluate and sample with the EMA params (needs ema_decay > 0)
@@ -118,10 +122,15 @@ def get_config() -> ml_collections.ConfigDict:
     c.optim.tsp.min_dwell = 50  # optimizer steps in a city before it may move
 
     c.sample = ml_collections.ConfigDict()
-    c.sample.max_new_tokens = 48
-    c.sample.temperature = 0.8
-    c.sample.top_k = 40
-    c.sample.top_p = 0.95
+    c.sample.max_new_tokens = 48  # --mode=generate, --mode=chat (per reply), the end-of-training sample
+    c.sample.temperature = 0.8  # 0 = greedy
+    c.sample.top_k = 40  # 0 = off
+    c.sample.top_p = 0.95  # nucleus: the smallest set of tokens with probability >= top_p; 1 = off
+    c.sample.repetition_penalty = 1.1  # seen tokens: logit / p if > 0, logit * p if <= 0; 1 = off
+
+    c.mesh = ml_collections.ConfigDict()  # README "Scaling out": the devices of all processes as a data × fsdp grid
+    c.mesh.data = 1  # batch split only: parameters replicated across it; -1 = the devices fsdp leaves
+    c.mesh.fsdp = -1  # batch split, and parameters / optimizer state sharded FSDP-style; -1 = all the rest
 
     c.hardware = ml_collections.ConfigDict()
     c.hardware.device_memory_gb = 8.0  # --mode=dry_run: the budget the compiled step must fit

@@ -1,7 +1,7 @@
 """Command line: `python -m muse_jax.main --config configs/tiny_ja.py [--config.a.b=value] [--mode=...]`.
 
-Flags only; the work is done in `muse_jax.train.loop`. The config is locked: an unknown key or a
-value of the wrong type is a flag error (one line, exit status 1).
+Flags only; the work is done in `muse_jax.train.loop` (and `muse_jax.chat`). The config is locked:
+an unknown key or a value of the wrong type is a flag error (one line, exit status 2).
 """
 
 import re
@@ -13,8 +13,11 @@ from ml_collections import config_flags
 from muse_jax.data.errors import DataError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file in configs/.", lock_config=True)
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "generate", "dry_run", "prepare"], "What to do with the config.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "generate", "chat", "dry_run", "prepare"],
+                          "What to do with the config.")
 _PROMPT = flags.DEFINE_string("prompt", "日本語の", "Prompt for --mode=generate and the end-of-training sample.")
+_PROMPT_FILE = flags.DEFINE_string("prompt_file", None, "A UTF-8 file whose whole text, as it is (final newline "
+                                   "included), is the prompt, instead of --prompt.")
 flags.mark_flag_as_required("config")
 
 
@@ -38,6 +41,20 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
+def prompt_text() -> str:
+    """--prompt, or the text of --prompt_file (not both)."""
+    path = _PROMPT_FILE.value
+    if path is None:
+        return _PROMPT.value
+    if flags.FLAGS["prompt"].present:
+        fail("give --prompt or --prompt_file, not both")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        fail(f"cannot read --prompt_file {path!r}: {getattr(e, 'strerror', None) or e}")
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -52,10 +69,17 @@ def main(argv: list[str]) -> None:
 
         run_prepare(cfg.data, cfg.workdir)
         return
+    prompt = prompt_text()
+    from muse_jax.sampling import SamplingSettings
+
+    try:  # a bad sample.* value fails now, not after training
+        SamplingSettings.from_config(cfg.sample)
+    except ValueError as e:
+        fail(str(e))
     from muse_jax.train import loop  # after the config loads: bad input fails fast, before JAX loads
 
     if _MODE.value == "train":
-        loop.train(cfg, _PROMPT.value)
+        loop.train(cfg, prompt)
     elif _MODE.value == "dry_run":
         from muse_jax.train.dry_run import dry_run
 
@@ -63,8 +87,12 @@ def main(argv: list[str]) -> None:
             sys.exit(1)
     elif _MODE.value == "eval":
         loop.evaluate_checkpoint(cfg)
+    elif _MODE.value == "chat":
+        from muse_jax.chat import chat
+
+        chat(cfg)
     else:
-        loop.generate_from_checkpoint(cfg, _PROMPT.value)
+        loop.generate_from_checkpoint(cfg, prompt)
 
 
 def run() -> None:

@@ -47,6 +47,11 @@ def data_cache_dir(tmp_path_factory) -> str:
 @pytest.fixture
 def tiny_config(tmp_path, tiny_sources, data_cache_dir):
     """configs/tiny_ja.py shrunk to seconds: width 32, 2 layers, seq 32, batch 4, 8 steps."""
+    return make_tiny_config(tmp_path, tiny_sources, data_cache_dir)
+
+
+def make_tiny_config(tmp_path, tiny_sources, data_cache_dir):
+    """The body of `tiny_config`, for fixtures of a wider scope."""
     from configs.tiny_ja import get_config
 
     c = get_config()

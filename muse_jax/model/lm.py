@@ -50,6 +50,21 @@ class Block(nnx.Module):
         """(new x, aux) with aux = {"aux_loss": scalar, "expert_load": [E] (empty without experts)}."""
         h = self.mix_norm(x)
         mixed, g = self.mixer(h) if self.is_bk else (self.mixer(h), None)
+        return self.feed_forward(x, mixed, g)
+
+    def prefill(self, x: jax.Array, start: jax.Array, max_len: int) -> tuple[jax.Array, dict]:
+        """(new x, this layer's decode cache) over a left-padded prompt (see `LanguageModel.prefill`)."""
+        mixed, g, cache = self.mixer.prefill(self.mix_norm(x), start, max_len)
+        return self.feed_forward(x, mixed, g)[0], cache
+
+    def decode_step(self, x: jax.Array, cache: dict, index: jax.Array, start: jax.Array) -> tuple[jax.Array, dict]:
+        """(new x [B, 1, D], cache update: what the mixer's `write_cache` stores) for one token at
+        position `index`."""
+        mixed, g, update = self.mixer.step(self.mix_norm(x), cache, index, start)
+        return self.feed_forward(x, mixed, g)[0], update
+
+    def feed_forward(self, x: jax.Array, mixed: jax.Array, g: jax.Array | None) -> tuple[jax.Array, dict]:
+        """The residual after the mixer, then the FFN (routed by g with the scattering router)."""
         x = x + name_activation(mixed, "mixer_out")
         h = self.ffn_norm(x)
         if not self.has_experts:
@@ -68,6 +83,13 @@ class LanguageModel(nnx.Module):
       aux["expert_load"]  [n_layers, E] fraction of token-slots per expert per layer (E = 0 without
                           experts), for logging.
     Both are plain arrays, so a jitted train step stays functional (nnx.merge → call → arrays).
+
+    Generation: `prefill(tokens, max_len, start)` → (last logits, cache), then
+    `decode_step(token, cache)` → (logits, cache) per token. The cache is a pytree
+    {"layers": per-layer state stacked on the layer axis (scanned like the parameters),
+     "index": position of the next token, "start": [B] first real position of each row}.
+    Per layer it is the BK recurrent state ([B, C] complex, `BKMixer.step`: O(1) in the context
+    length) or the attention KV cache ([B, H, max_len, d], `CausalSelfAttention.step`).
     """
 
     def __init__(self, cfg: ml_collections.ConfigDict, vocab_size: int, *, rngs: nnx.Rngs,
@@ -89,14 +111,41 @@ class LanguageModel(nnx.Module):
     def forward_with_aux(self, tokens: jax.Array) -> tuple[jax.Array, dict]:
         """tokens: int [B, N] → (logits float32 [B, N, V], aux) — see the class docstring."""
         x = self.embed.embed(tokens)
+        x, aux = self.scan_blocks(lambda block, x, _: block(x), x, None, self.remat_policy)
+        logits = self.head(x)
+        return logits, {"aux_loss": jnp.mean(aux["aux_loss"]), "expert_load": aux["expert_load"]}
+
+    def scan_blocks(self, fn, x: jax.Array, per_layer, remat_policy: str = "none"):
+        """lax.scan of fn(block, x, per_layer[l]) → (x, out[l]) over the stacked layers."""
         block_def, block_state = nnx.split(self.blocks)
 
-        def layer(x, state):
-            return nnx.merge(block_def, state)(x)
+        def layer(x, inputs):
+            state, layer_input = inputs
+            return fn(nnx.merge(block_def, state), x, layer_input)
 
-        x, aux = jax.lax.scan(remat_layer(layer, self.remat_policy), x, block_state)
-        logits = self.embed.logits(self.final_norm(x)).astype(jnp.float32)
-        return logits, {"aux_loss": jnp.mean(aux["aux_loss"]), "expert_load": aux["expert_load"]}
+        return jax.lax.scan(remat_layer(layer, remat_policy), x, (block_state, per_layer))
+
+    def head(self, x: jax.Array) -> jax.Array:
+        return self.embed.logits(self.final_norm(x)).astype(jnp.float32)
+
+    def prefill(self, tokens: jax.Array, max_len: int, start: jax.Array | None = None) -> tuple[jax.Array, dict]:
+        """tokens int [B, N], left-padded: row b's prompt is tokens[b, start[b]:] (start [B], default
+        0) → (logits float32 [B, V] for the next token, cache with room for max_len ≥ N positions).
+        Parallel form; padding never reaches a real position (BK: κ cut at start, `BKMixer.resolvent`;
+        attention: masked keys, RoPE positions n − start[b])."""
+        start = jnp.zeros(tokens.shape[:1], jnp.int32) if start is None else jnp.asarray(start, jnp.int32)
+        x, layers = self.scan_blocks(lambda block, x, _: block.prefill(x, start, max_len),
+                                     self.embed.embed(tokens), None)
+        return self.head(x[:, -1]), {"layers": layers, "index": jnp.asarray(tokens.shape[1], jnp.int32),
+                                     "start": start}
+
+    def decode_step(self, token: jax.Array, cache: dict) -> tuple[jax.Array, dict]:
+        """token int [B] at position cache["index"] → (logits float32 [B, V] for the next token, cache)."""
+        index, start = cache["index"], cache["start"]
+        x, updates = self.scan_blocks(lambda block, x, c: block.decode_step(x, c, index, start),
+                                      self.embed.embed(token[:, None]), cache["layers"])
+        layers = self.blocks.mixer.write_cache(cache["layers"], updates, index)  # after the scan: in place
+        return self.head(x[:, 0]), {"layers": layers, "index": index + 1, "start": start}
 
     def __call__(self, tokens: jax.Array) -> jax.Array:
         """tokens: int [B, N] → logits float32 [B, N, V]."""

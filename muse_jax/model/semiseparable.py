@@ -93,3 +93,14 @@ def causal_resolvent_mix(a, kappa, z, v, impl: str = "associative") -> tuple[jax
     Shapes as :func:`muse_jax.model.bk_core.causal_resolvent_diag`; ``v`` has ``a``'s shape."""
     g = causal_resolvent_diag(a, kappa, z, impl=impl)
     return g, causal_resolvent_apply(g, jnp.asarray(kappa, g.real.dtype), v, impl=impl)
+
+
+def causal_resolvent_apply_step(y_prev: jax.Array, g: jax.Array, kappa: jax.Array, v: jax.Array) -> jax.Array:
+    r"""One step of (2) for incremental generation: ``y_i = g_i (v_i - sqrt(kappa_i) y_{i-1})``.
+
+    No sequence axis: ``y_prev`` (``y_{i-1}``, 0 before the first token, where ``kappa`` is then
+    irrelevant), ``g`` (``g_i``), ``kappa``, ``v`` share one shape (e.g. ``[B, C]``).  Returns
+    ``y_i`` in ``g``'s dtype; equals :func:`causal_resolvent_apply` at position ``i``.
+    """
+    b = jnp.sqrt(jnp.maximum(kappa, 0.0)).astype(g.dtype)
+    return g * (v.astype(g.dtype) - b * y_prev.astype(g.dtype))

@@ -10,7 +10,8 @@ import orbax.checkpoint as ocp
 class Checkpointer:
     """Saves `TrainState` (params, optimizer state, step, RNG) and the data iterator state together.
 
-    Saving is synchronous: the train step donates the state's buffers, so the save must have
+    Arrays are saved sharded: every process writes the shards its devices hold (all processes
+    call `save`). Saving is synchronous: the train step donates the state's buffers, so the save must have
     copied them before the next step runs. Orbax writes each step to a temporary directory and
     renames it when complete, so an interrupted save never shadows the previous checkpoint.
     """
@@ -32,7 +33,9 @@ class Checkpointer:
         )
 
     def restore(self, step: int, like: Any) -> tuple[Any, dict]:
-        """Restore `step` into the structure, shapes, dtypes and shardings of `like`."""
+        """Restore `step` into the structure, shapes, dtypes and shardings of `like` (arrays, or
+        ShapeDtypeStructs carrying shardings): each device reads its own part, so the mesh may
+        differ from the one that saved it."""
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
         restored = self._manager.restore(
             step,

@@ -1,4 +1,11 @@
-"""The training loop and the checkpoint-reading modes (eval, generate)."""
+"""The training loop and the checkpoint-reading modes (eval, generate).
+
+Multi-host: every process runs this same loop (`sharding.initialize_distributed` joins them);
+each walks the same data stream and hands its devices only their rows of every batch, so the
+data order and the loader's checkpointed position do not depend on the process count. Only
+process 0 writes metrics.jsonl, TensorBoard, config.json and the console; every process takes
+part in Orbax's sharded checkpoint saves.
+"""
 
 import json
 import os
@@ -6,78 +13,110 @@ import time
 
 import jax
 import ml_collections
-from flax import nnx
+from jax.experimental import multihost_utils
 
 from muse_jax.data.mixture import train_dataset, validation_tokens
 from muse_jax.data.packing import eval_batches
 from muse_jax.data.prepared import PreparedData, prepared_for_training
 from muse_jax.data.settings import DataSettings
 from muse_jax.data.tokenizer import load_tokenizer
-from muse_jax.generate import generate_tokens
-from muse_jax.model.lm import build_model
+from muse_jax.generate import Generator
 from muse_jax.model.param_count import describe_parameter_counts, parameter_counts
+from muse_jax.sampling import SamplingSettings
 from muse_jax.train.checkpoint import Checkpointer
 from muse_jax.train.metrics import MetricsLog, Progress
-from muse_jax.train.optimizer import build_optimizer
-from muse_jax.train.step import TrainState, evaluate, make_eval_step, make_train_step
+from muse_jax.train.sharding import initialize_distributed
+from muse_jax.train.state import TrainSetup
+from muse_jax.train.step import TrainState, evaluate
+
+
+def prepared_once(settings: DataSettings) -> PreparedData:
+    """The prepared data; with several processes, process 0 prepares it (when missing) while the
+    others wait, then they read it (the data folder must be on a filesystem they share)."""
+    if jax.process_count() == 1:
+        return prepared_for_training(settings)
+    data = prepared_for_training(settings) if jax.process_index() == 0 else None
+    multihost_utils.sync_global_devices("muse_jax: data prepared")
+    return data or prepared_for_training(settings)
 
 
 class Run:
-    """Everything a mode needs, built once from the config: data, model, optimizer, checkpoints."""
+    """Everything a mode needs, built once from the config: data, model, optimizer, mesh, checkpoints.
+    The state exists after `restore_latest()`: restored from the latest checkpoint, or created."""
 
     def __init__(self, cfg: ml_collections.ConfigDict):
+        initialize_distributed()  # before JAX touches a device
         self.cfg = cfg
         self.workdir = cfg.workdir
         os.makedirs(self.workdir, exist_ok=True)
         self.seed = int(cfg.seed)
-        self.data: PreparedData = prepared_for_training(DataSettings.from_config(cfg.data, self.workdir))
+        self.data: PreparedData = prepared_once(DataSettings.from_config(cfg.data, self.workdir))
         self.vocab_size = self.data.vocab_size
         t = cfg.train  # validation reads only the tokens its batches use, once
         self.val_tokens = validation_tokens(self.data, t.eval_batches * t.batch_size * t.seq_len + 1)
-        model = build_model(cfg, self.vocab_size, nnx.Rngs(self.seed))
-        self.graphdef, state = nnx.split(model)
-        params = nnx.to_pure_dict(state)
         self.steps = int(cfg.train.steps)
-        self.tx = build_optimizer(cfg.optim, self.steps, self.seed)
-        init_state, self.train_step = make_train_step(self.graphdef, self.tx, cfg.train)
-        self.state: TrainState = init_state(params, jax.random.PRNGKey(self.seed))
+        self.setup = TrainSetup(cfg, self.vocab_size)
+        self.graphdef, self.train_step = self.setup.graphdef, self.setup.train_step
+        self.state: TrainState | None = None
         self.eval_use_ema = bool(cfg.train.eval_use_ema)
-        if self.eval_use_ema and self.state.ema_params is None:
+        if self.eval_use_ema and self.setup.abstract.ema_params is None:
             raise ValueError("train.eval_use_ema needs train.ema_decay > 0")
         self.checkpointer = Checkpointer(os.path.join(self.workdir, "checkpoints"), cfg.train.keep_checkpoints)
         self.data_state = None
 
     def restore_latest(self) -> bool:
+        """The state from the latest checkpoint, onto this run's mesh (True), or a new one (False)."""
         step = self.checkpointer.latest_step()
         if step is None:
+            self.state = self.setup.create()
             return False
-        self.state, self.data_state = self.checkpointer.restore(step, self.state)
+        self.state, self.data_state = self.checkpointer.restore(step, self.setup.abstract)
         return True
 
     def eval_params(self, state: TrainState):
-        """The weights that evaluation and sampling use: the EMA if train.eval_use_ema."""
-        return state.ema_params if self.eval_use_ema else state.params
+        """The weights that evaluation and sampling use: the EMA if train.eval_use_ema; in device
+        memory (a copy when train.offload_params keeps them on the host)."""
+        return self.setup.on_device(state.ema_params if self.eval_use_ema else state.params)
 
     def validation(self, params) -> dict:
         t = self.cfg.train
         batches = eval_batches(self.val_tokens, t.seq_len, t.batch_size, t.eval_batches)
-        return evaluate(make_eval_step(self.graphdef), params, batches)
+        eval_step = self.setup.eval_step(batches[0]["inputs"].shape[0])  # eval_batches: one shape
+        return evaluate(eval_step, params, [self.setup.place_batch(b) for b in batches])
 
     def sample(self, prompt: str) -> str:
-        s = self.cfg.sample
+        """The prompt and its continuation (prefill, then recurrent decoding: muse_jax/generate.py)."""
         sp = load_tokenizer(self.data.tokenizer_path)
         ids = [self.data.eos_id] + sp.encode(prompt)  # documents are EOS-separated in training
-        key = jax.random.fold_in(self.state.rng, 1)
-        out = generate_tokens(self.graphdef, self.eval_params(self.state), ids, s.max_new_tokens, key,
-                              s.temperature, s.top_k, s.top_p)
-        return prompt + sp.decode(out)
+        generator = Generator(self.graphdef, SamplingSettings.from_config(self.cfg.sample), self.data.eos_id)
+        out = generator.generate(self.eval_params(self.state), [ids], jax.random.fold_in(self.state.rng, 1))
+        return prompt + sp.decode(out[0])
+
+
+class SilentLog:
+    """The MetricsLog and Progress of processes other than 0: a multi-host run logs once."""
+
+    def write(self, step: int, values: dict) -> None:
+        pass
+
+    def print(self, step: int, values: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def console(primary: bool):
+    """`print(..., flush=True)` on process 0, nothing elsewhere."""
+    return (lambda text: print(text, flush=True)) if primary else (lambda text: None)
 
 
 class DelayedLog:
     """Holds a step's device metrics until the next step is dispatched, then logs them with
     the host-measured tokens/s since the previous log."""
 
-    def __init__(self, metrics: MetricsLog, progress: Progress, tokens_per_step: int, step: int):
+    def __init__(self, metrics: MetricsLog | SilentLog, progress: Progress | SilentLog, tokens_per_step: int,
+                 step: int):
         self.metrics, self.progress, self.tokens_per_step = metrics, progress, tokens_per_step
         self.pending = None
         self.restart_clock(step)
@@ -105,26 +144,31 @@ def train(cfg: ml_collections.ConfigDict, prompt: str) -> dict:
     """Train (resuming from the latest checkpoint in workdir if any), then print a sample."""
     run = Run(cfg)
     t = cfg.train
+    run.setup.check_batch_size(t.batch_size)
     resumed = run.restore_latest()
     start = int(run.state.step)
-    with open(os.path.join(run.workdir, "config.json"), "w", encoding="utf-8") as f:
-        f.write(cfg.to_json(indent=2))
+    primary = jax.process_index() == 0
+    say = console(primary)
+    if primary:
+        with open(os.path.join(run.workdir, "config.json"), "w", encoding="utf-8") as f:
+            f.write(cfg.to_json(indent=2))
     param_counts = parameter_counts(cfg.model, run.vocab_size)
-    print(f"model {cfg.model.kind}: {describe_parameter_counts(param_counts)}; vocab {run.vocab_size}; "
-          f"train tokens {run.data.meta['train_tokens']:,}, val tokens {run.data.meta['val_tokens']:,}", flush=True)
-    print(f"resumed from step {start}" if resumed else "starting from step 0", flush=True)
+    say(f"model {cfg.model.kind}: {describe_parameter_counts(param_counts)}; vocab {run.vocab_size}; "
+        f"train tokens {run.data.meta['train_tokens']:,}, val tokens {run.data.meta['val_tokens']:,}; "
+        f"mesh {dict(run.setup.mesh.shape)} over {jax.process_count()} process(es)")
+    say(f"resumed from step {start}" if resumed else "starting from step 0")
 
     iterator = iter(train_dataset(run.data, t.seq_len, t.batch_size, run.seed))
     if run.data_state is not None:
         iterator.set_state(run.data_state)
     train_step = run.train_step
-    log = DelayedLog(MetricsLog(run.workdir, resume_step=start), Progress(start, run.steps),
-                     t.batch_size * t.seq_len, start)
+    log = DelayedLog(MetricsLog(run.workdir, resume_step=start) if primary else SilentLog(),
+                     Progress(start, run.steps) if primary else SilentLog(), t.batch_size * t.seq_len, start)
     if not resumed:  # a step-0 row: stored and dense-equivalent parameter counts
         log.metrics.write(start, {f"params_{k}": v for k, v in param_counts.items()})
     state = run.state
     for step in range(start + 1, run.steps + 1):
-        state, metrics = train_step(state, next(iterator))
+        state, metrics = train_step(state, run.setup.place_batch(next(iterator)))
         log.flush()  # the previous step's metrics: reading them now never stalls the device
         if step % t.log_every == 0 or step == run.steps:
             log.defer(step, metrics)
@@ -135,7 +179,7 @@ def train(cfg: ml_collections.ConfigDict, prompt: str) -> dict:
             if is_eval:
                 val = run.validation(run.eval_params(state))
                 log.metrics.write(step, val)
-                print(f"step {step}: val_loss {val['val_loss']:.4f} val_ppl {val['val_ppl']:.2f}", flush=True)
+                say(f"step {step}: val_loss {val['val_loss']:.4f} val_ppl {val['val_ppl']:.2f}")
             if is_save:
                 run.checkpointer.save(step, state, iterator.get_state())
             log.restart_clock(step)
@@ -143,14 +187,15 @@ def train(cfg: ml_collections.ConfigDict, prompt: str) -> dict:
     run.checkpointer.close()
     run.state = state
     final = run.validation(run.eval_params(state))
-    print(f"sample: {run.sample(prompt)}", flush=True)
+    say(f"sample: {run.sample(prompt)}")
     return final
 
 
 def _restored_run(cfg: ml_collections.ConfigDict) -> Run:
     run = Run(cfg)
-    if not run.restore_latest():
+    if run.checkpointer.latest_step() is None:
         raise SystemExit(f"error: no checkpoint in {os.path.join(cfg.workdir, 'checkpoints')}; train first")
+    run.restore_latest()
     return run
 
 

@@ -8,7 +8,10 @@ Rule (the only place sharding is decided):
     axis, and splitting it would move whole layers between devices every iteration;
   * a leaf with no divisible axis is replicated.
 Optimizer-state leaves (Adam's moments, EMA, ...) have their parameter's path and shape, so they
-follow their parameter. One device is the same code path with a 1×1 mesh.
+follow their parameter. One device is the same code path with a 1×1 mesh. Host offload
+(`train.offload_params`, `train.offload_optimizer`) keeps the same specs in the `pinned_host`
+memory kind. Batches: every process loads the same global batch and hands its devices only their
+rows (`global_batch`).
 """
 
 import math
@@ -24,11 +27,20 @@ MIN_SHARDED_SIZE = 2**12
 
 
 def initialize_distributed() -> None:
-    """Multi-host: join the job when the coordinator is configured in the environment
-    (JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID, or a cluster JAX detects)."""
-    if os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get("SLURM_JOB_ID") or os.environ.get(
-        "OMPI_COMM_WORLD_SIZE"
-    ):
+    """Multi-host: join the job when this process is one of several, before JAX touches a device.
+
+    Either the coordinator is named in the environment — JAX_COORDINATOR_ADDRESS (host:port of
+    process 0), JAX_NUM_PROCESSES, JAX_PROCESS_ID — or a cluster JAX detects by itself runs
+    more than one task (SLURM `srun`, Open MPI `mpirun`). One process: nothing to do.
+    """
+    if jax.distributed.is_initialized():
+        return
+    env = os.environ
+    if env.get("JAX_COORDINATOR_ADDRESS"):
+        count, index = env.get("JAX_NUM_PROCESSES"), env.get("JAX_PROCESS_ID")
+        jax.distributed.initialize(env["JAX_COORDINATOR_ADDRESS"], int(count) if count else None,
+                                   int(index) if index else None)
+    elif int(env.get("SLURM_NTASKS", "1")) > 1 or int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1:
         jax.distributed.initialize()
 
 
@@ -64,16 +76,27 @@ def leaf_partition_spec(path, shape: tuple[int, ...], fsdp_size: int) -> Partiti
     return PartitionSpec(*spec)
 
 
-def state_shardings(mesh: Mesh, tree):
-    """NamedShardings for every leaf of a pytree of arrays or ShapeDtypeStructs."""
+def state_shardings(mesh: Mesh, tree, memory_kind: str | None = None):
+    """NamedShardings for every leaf of a pytree of arrays or ShapeDtypeStructs, in `memory_kind`
+    (None: the device's default memory; "pinned_host": host offload)."""
     fsdp_size = mesh.shape["fsdp"]
     return jax.tree_util.tree_map_with_path(
-        lambda path, x: NamedSharding(mesh, leaf_partition_spec(path, tuple(np.shape(x)), fsdp_size)), tree
+        lambda path, x: NamedSharding(mesh, leaf_partition_spec(path, tuple(np.shape(x)), fsdp_size),
+                                      memory_kind=memory_kind),
+        tree,
     )
 
 
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-    """Batches [B, ...] split over every device along the batch axis."""
+def batch_shards(mesh: Mesh) -> int:
+    """How many ways a batch is split: data × fsdp."""
+    return math.prod(mesh.shape[a] for a in BATCH_AXES)
+
+
+def batch_sharding(mesh: Mesh, rows: int | None = None) -> NamedSharding:
+    """Batches [B, ...] split over every device along the batch axis; replicated when `rows`
+    is given and does not divide by data × fsdp (a short validation set)."""
+    if rows is not None and rows % batch_shards(mesh):
+        return replicated(mesh)
     return NamedSharding(mesh, PartitionSpec(BATCH_AXES))
 
 
@@ -81,16 +104,11 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
-def global_batch(mesh: Mesh, local_batch: dict) -> dict:
-    """Assemble this process's slice of the batch into global arrays sharded over the mesh.
+def global_batch(sharding: NamedSharding, batch: dict) -> dict:
+    """The host batch (numpy, the same on every process) as global arrays placed by `sharding`.
 
-    With one process the local batch is the global batch; with several, each process passes
-    its own rows (global batch = concatenation over processes in process order).
+    Each process transfers only the rows its own devices hold: process i's part of the global
+    batch. With one process this is a plain `device_put`.
     """
-    sharding = batch_sharding(mesh)
-    return {
-        k: jax.make_array_from_process_local_data(
-            sharding, v, (v.shape[0] * jax.process_count(),) + v.shape[1:]
-        )
-        for k, v in local_batch.items()
-    }
+    return {k: jax.make_array_from_callback(v.shape, sharding, lambda index, v=v: v[index])
+            for k, v in batch.items()}

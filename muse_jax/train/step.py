@@ -4,6 +4,16 @@ One call of the train step is one optimizer step. Its batch holds `train.batch_s
 with `train.grad_accum_steps = k` they are split into k consecutive micro-batches of
 batch_size / k rows, whose gradients are accumulated by `lax.scan` inside the same jitted step
 (so only one micro-batch of activations is live at a time) and averaged before the optimizer.
+
+Placement: given `StepShardings` (from `muse_jax.train.state`), the step is jitted with explicit
+in/out shardings — the state as the sharding rule of `sharding.py` places it, the batch split
+along (data, fsdp), metrics replicated — and donates the state. One device is the same path.
+Host offload (MaxText's way): the parts of the state kept in pinned host memory are brought to
+the device inside the jit (`jax.device_put`) when the step needs them — params at the start,
+the optimizer state and the EMA after the backward pass — and sent back at its end.
+
+Precision: the loss function casts the layer weights to `train.compute_dtype` before
+`nnx.merge` (`precision.py`); gradients come back in the stored dtype.
 """
 
 from typing import Any, Callable, NamedTuple
@@ -13,11 +23,25 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
 
 from muse_jax.model.router import routing_metrics
+from muse_jax.train.precision import Precision, cast_weights
 from muse_jax.train.optimizer import optimizer_metrics
 
 MAX_GRAD_ACCUM_STEPS = 64
+
+
+class StepShardings(NamedTuple):
+    state: Any  # TrainState of NamedShardings: where the state lives between steps
+    device_state: Any  # the same in device memory: where the step works on it (≠ state when offloaded)
+    batch: NamedSharding  # [B, ...] batches, split along (data, fsdp)
+    replicated: NamedSharding  # metrics and the eval loss
+
+
+def in_host_memory(shardings) -> bool:
+    """Whether any leaf of a pytree of shardings is placed in pinned host memory."""
+    return any(s.memory_kind == "pinned_host" for s in jax.tree.leaves(shardings))
 
 
 class TrainState(NamedTuple):
@@ -41,18 +65,24 @@ def smoothed_cross_entropy(logits: jax.Array, targets: jax.Array, label_smoothin
     return ((1 - label_smoothing) * nll + label_smoothing * uniform).mean(), nll.mean()
 
 
-def split_micro_batches(batch: dict, num_micro: int) -> dict:
-    """[B, ...] → [k, B/k, ...]: micro-batch i holds rows i·B/k … (i+1)·B/k − 1."""
+def split_micro_batches(batch: dict, num_micro: int, sharding: NamedSharding | None = None) -> dict:
+    """[B, ...] → [k, B/k, ...]: micro-batch i holds rows i·B/k … (i+1)·B/k − 1. With the batch's
+    `sharding`, every micro-batch is split over the same devices (when B/k divides), so each
+    device works on every micro-batch instead of on a block of them."""
 
     def split(x):
         if x.shape[0] % num_micro:
             raise ValueError(f"train.batch_size ({x.shape[0]}) must be divisible by train.grad_accum_steps ({num_micro})")
-        return x.reshape(num_micro, x.shape[0] // num_micro, *x.shape[1:])
+        micro = x.reshape(num_micro, x.shape[0] // num_micro, *x.shape[1:])
+        if sharding is None or num_micro == 1 or (x.shape[0] // num_micro) % sharding.num_devices:
+            return micro
+        return jax.lax.with_sharding_constraint(micro, sharding.update(spec=PartitionSpec(None, *sharding.spec)))
 
     return jax.tree.map(split, batch)
 
 
-def accumulate_gradients(loss_fn: Callable, params, batch: dict, num_micro: int):
+def accumulate_gradients(loss_fn: Callable, params, batch: dict, num_micro: int,
+                         batch_sharding: NamedSharding | None = None):
     """Mean of (objective, aux, ∇objective) over `num_micro` equal micro-batches; with a
     token-mean loss this equals the full-batch value. `loss_fn(params, micro) → (objective, aux)`,
     aux a pytree of float arrays (here (nll, the model's routing metrics))."""
@@ -62,7 +92,7 @@ def accumulate_gradients(loss_fn: Callable, params, batch: dict, num_micro: int)
         (objective, nll), grads = grad_fn(params, micro)
         return jax.tree.map(jnp.add, carry, (objective, nll, grads)), None
 
-    micro_batches = split_micro_batches(batch, num_micro)
+    micro_batches = split_micro_batches(batch, num_micro, batch_sharding)
     shapes = jax.eval_shape(loss_fn, params, jax.tree.map(lambda x: x[0], micro_batches))  # (objective, aux)
     zeros = (*jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes), optax.tree.zeros_like(params))
     total, _ = jax.lax.scan(micro_step, zeros, micro_batches)
@@ -77,9 +107,18 @@ def ema_update(ema, params, decay: float, step: jax.Array):
     return optax.incremental_update(params, ema, 1.0 - d)
 
 
-def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformationExtraArgs, cfg: ml_collections.ConfigDict):
-    """Returns (init_state(params, rng) → TrainState, jitted train_step(state, batch) → (state, metrics)).
-    Reads `train.grad_accum_steps`, `train.label_smoothing` and `train.ema_decay`."""
+class StepPhases(NamedTuple):
+    """The two halves of a train step (`make_step_phases`); the dry run measures each alone."""
+
+    init_state: Callable  # (params, rng) → TrainState
+    gradients: Callable  # (params, batch) → (loss, model metrics, grads): forward + backward, all micro-batches
+    update: Callable  # (state, grads, loss) → (new state, metrics): optimizer, params, EMA, step, rng
+
+
+def make_step_phases(graphdef: nnx.GraphDef, tx: optax.GradientTransformationExtraArgs, cfg: ml_collections.ConfigDict,
+                     batch_sharding: NamedSharding | None = None) -> StepPhases:
+    """Reads `train.grad_accum_steps`, `train.label_smoothing`, `train.ema_decay` (and the dtypes
+    through `Precision`)."""
     num_micro, label_smoothing, ema_decay = int(cfg.grad_accum_steps), float(cfg.label_smoothing), float(cfg.ema_decay)
     if not 1 <= num_micro <= MAX_GRAD_ACCUM_STEPS:
         raise ValueError(f"train.grad_accum_steps must be in [1, {MAX_GRAD_ACCUM_STEPS}], got {num_micro}")
@@ -87,6 +126,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformationExtr
         raise ValueError(f"train.label_smoothing must be in [0, 1), got {label_smoothing}")
     if not 0 <= ema_decay < 1:
         raise ValueError(f"train.ema_decay must be in [0, 1) (0 = off), got {ema_decay}")
+    compute_dtype = Precision.from_config(cfg).compute_dtype
 
     def init_state(params, rng: jax.Array) -> TrainState:
         ema = jax.tree.map(jnp.copy, params) if ema_decay > 0 else None
@@ -94,30 +134,74 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformationExtr
 
     def loss_fn(params, micro):
         # The model's aux_loss (router load balancing; 0 without a learned router) joins the objective.
-        logits, model_aux = nnx.merge(graphdef, params).forward_with_aux(micro["inputs"])
+        logits, model_aux = nnx.merge(graphdef, cast_weights(params, compute_dtype)).forward_with_aux(micro["inputs"])
         objective, nll = smoothed_cross_entropy(logits, micro["targets"], label_smoothing)
         return objective + model_aux["aux_loss"], (nll, routing_metrics(model_aux))
 
-    def train_step(state: TrainState, batch) -> tuple[TrainState, dict]:
-        _, (loss, model_metrics), grads = accumulate_gradients(loss_fn, state.params, batch, num_micro)
+    def gradients(params, batch):
+        _, (loss, model_metrics), grads = accumulate_gradients(loss_fn, params, batch, num_micro, batch_sharding)
+        return loss, model_metrics, grads
+
+    def update(state: TrainState, grads, loss) -> tuple[TrainState, dict]:
         updates, opt_state = tx.update(grads, state.opt_state, state.params, loss=loss)
         params = optax.apply_updates(state.params, updates)
         ema = ema_update(state.ema_params, params, ema_decay, state.step) if ema_decay > 0 else None
-        metrics = {"loss": loss, "grad_norm_raw": optax.tree.norm(grads), **optimizer_metrics(opt_state),
-                   **model_metrics}
         rng, _ = jax.random.split(state.rng)
+        metrics = {"grad_norm_raw": optax.tree.norm(grads), **optimizer_metrics(opt_state)}
         return TrainState(state.step + 1, params, opt_state, rng, ema), metrics
 
-    return init_state, jax.jit(train_step, donate_argnums=(0,))
+    return StepPhases(init_state, gradients, update)
 
 
-def make_eval_step(graphdef: nnx.GraphDef):
-    @jax.jit
+def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformationExtraArgs, cfg: ml_collections.ConfigDict,
+                    shardings: StepShardings | None = None):
+    """Returns (init_state(params, rng) → TrainState, jitted train_step(state, batch) → (state, metrics)):
+    the phases of `make_step_phases`, with the offloaded parts of the state brought in between.
+    Without `shardings` the step is jitted without placement (tests of the step itself)."""
+    phases = make_step_phases(graphdef, tx, cfg, shardings.batch if shardings is not None else None)
+    offloaded = shardings is not None and in_host_memory(shardings.state)
+
+    def to_device(part: str, tree, after):
+        """An offloaded part of the state brought to the device once `after` is computed (the
+        barrier keeps XLA from fetching it earlier, while the activations are live)."""
+        if not offloaded or tree is None or not in_host_memory(getattr(shardings.state, part)):
+            return tree
+        _, tree = jax.lax.optimization_barrier((after, tree))
+        return jax.device_put(tree, getattr(shardings.device_state, part))
+
+    def train_step(state: TrainState, batch) -> tuple[TrainState, dict]:
+        params = to_device("params", state.params, state.step)
+        loss, model_metrics, grads = phases.gradients(params, batch)
+        # the optimizer state and the EMA only for the update, after the backward pass
+        state = state._replace(params=params, opt_state=to_device("opt_state", state.opt_state, grads),
+                               ema_params=to_device("ema_params", state.ema_params, grads))
+        new_state, update_metrics = phases.update(state, grads, loss)
+        if offloaded:  # the offloaded parts back to pinned host memory
+            new_state = jax.device_put(new_state, shardings.state)
+        return new_state, {"loss": loss, **update_metrics, **model_metrics}
+
+    if shardings is None:
+        return phases.init_state, jax.jit(train_step, donate_argnums=(0,))
+    return phases.init_state, jax.jit(train_step, in_shardings=(shardings.state, shardings.batch),
+                                      out_shardings=(shardings.state, shardings.replicated), donate_argnums=(0,))
+
+
+def make_eval_step(graphdef: nnx.GraphDef, param_shardings=None, batch_sharding: NamedSharding | None = None,
+                   compute_dtype=None):
+    """jitted eval_step(params, batch) → summed token NLL, the layer weights cast to `compute_dtype`
+    (None: as stored); with shardings, placed explicitly (params in device memory, the batch as
+    `batch_sharding`, the sum replicated)."""
+
     def eval_step(params, batch) -> jax.Array:
+        if compute_dtype is not None:
+            params = cast_weights(params, compute_dtype)
         logits = nnx.merge(graphdef, params)(batch["inputs"])
         return optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"]).sum()
 
-    return eval_step
+    if param_shardings is None:
+        return jax.jit(eval_step)
+    return jax.jit(eval_step, in_shardings=(param_shardings, batch_sharding),
+                   out_shardings=batch_sharding.update(spec=PartitionSpec()))
 
 
 def evaluate(eval_step, params, batches) -> dict:
