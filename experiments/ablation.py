@@ -30,6 +30,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from experiments.figures import pyplot, save_figure  # noqa: E402
 from experiments.provenance import write_json  # noqa: E402
 from experiments.stats import mean, paired_difference, sample_sd  # noqa: E402
 from experiments.sweep import ROOT, RunSpec, eval_rows, read_jsonl, run_sweep, steps_for_tokens, stored_params  # noqa: E402
@@ -116,11 +117,7 @@ def table(summary: dict) -> str:
 
 
 def plot(summary: dict, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     names = list(summary["variants"])
     means = [summary["variants"][v]["val_loss_mean"] for v in names]
     sds = [summary["variants"][v]["val_loss_sd"] for v in names]
@@ -131,9 +128,7 @@ def plot(summary: dict, path: str) -> None:
     ax.set_ylabel("validation loss (nats/token), mean ± sd over seeds")
     ax.set_title(f"Ablation: {summary['tokens_per_run']:,} tokens per run")
     plt.xticks(rotation=20)
-    fig.tight_layout()
-    fig.savefig(path + ".tmp.png", dpi=120)
-    os.replace(path + ".tmp.png", path)
+    save_figure(fig, path)
 
 
 def main() -> None:

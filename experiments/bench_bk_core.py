@@ -37,6 +37,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from experiments.compiled_memory import compiled_memory  # noqa: E402
+from experiments.figures import pyplot, save_figure  # noqa: E402
 from experiments.provenance import peak_rss_mb, write_json  # noqa: E402
 from muse_jax.model import bk_scan  # noqa: E402
 from muse_jax.model.bk_core import _prepare, causal_resolvent_diag  # noqa: E402
@@ -83,21 +85,6 @@ def time_once(f, args) -> float:
     return time.perf_counter() - t
 
 
-def compiled_memory(f, args) -> dict:
-    m = f.lower(*args).compile().memory_analysis()
-    out = {
-        "argument_bytes": int(m.argument_size_in_bytes),
-        "output_bytes": int(m.output_size_in_bytes),
-        "temp_bytes": int(m.temp_size_in_bytes),
-        "alias_bytes": int(m.alias_size_in_bytes),
-    }
-    out["total_bytes"] = out["argument_bytes"] + out["output_bytes"] + out["temp_bytes"] - out["alias_bytes"]
-    peak = getattr(m, "peak_memory_in_bytes", None)
-    if peak is not None:
-        out["peak_memory_in_bytes"] = int(peak)
-    return out
-
-
 def make_inputs(batch: int, channels: int, n: int, layout: str, seed: int = 0):
     rng = np.random.default_rng(seed)
     shape = (batch, n, channels) if layout == "model" else (batch, channels, n)
@@ -117,7 +104,7 @@ def bench_length(n, impls, args, max_compile_s) -> dict:
     for impl in impls:
         f = vjp_fn(impl, args.layout)
         t0 = time.perf_counter()
-        mem = compiled_memory(f, (a, k, z, gbar))
+        mem = compiled_memory(f.lower(a, k, z, gbar).compile())
         time_once(f, (a, k, z, gbar))
         first = time.perf_counter() - t0
         rows[impl] = {"compile_and_first_call_s": first, "memory": mem}
@@ -237,11 +224,7 @@ def gradient_precision(n: int) -> dict:
 
 # ---------------------------------------------------------------------------
 def plot(payload, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     runs = payload["timing"]
     impls = sorted({i for r in runs for i in r["impls"]})
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
@@ -262,8 +245,7 @@ def plot(payload, path):
     for ax in axes:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
 
 
 def main():

@@ -31,6 +31,8 @@ from flax import nnx
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from configs import tiny_ja  # noqa: E402
+from experiments.compiled_memory import compiled_memory  # noqa: E402
+from experiments.figures import pyplot, save_figure  # noqa: E402
 from muse_jax.model.bk_scan import auto_impl  # noqa: E402
 from muse_jax.model.lm import LanguageModel, count_params  # noqa: E402
 from muse_jax.provenance import peak_rss_mb, write_json  # noqa: E402
@@ -49,8 +51,7 @@ def model_config(kind: str, args):
 
 
 def compiled_bytes(lowered) -> int:
-    m = lowered.compile().memory_analysis()
-    return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes)
+    return compiled_memory(lowered.compile())["total_bytes"]
 
 
 class Decoder:
@@ -125,11 +126,7 @@ def bench_model(decoder: Decoder, lengths: list[int], args) -> dict[int, dict]:
 
 
 def plot(payload, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for kind in KINDS:
         rows = [(r["context"], r["models"][kind]) for r in payload["runs"] if "latency_ms_median" in r["models"][kind]]
@@ -148,8 +145,7 @@ def plot(payload, path):
     for ax in axes:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
 
 
 def main():

@@ -34,6 +34,8 @@ from flax import nnx
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from configs import tiny_ja  # noqa: E402
+from experiments.compiled_memory import compiled_memory  # noqa: E402
+from experiments.figures import pyplot, save_figure  # noqa: E402
 from experiments.provenance import peak_rss_mb, write_json  # noqa: E402
 from muse_jax.model.bk_scan import auto_impl  # noqa: E402
 from muse_jax.model.lm import LanguageModel, count_params  # noqa: E402
@@ -69,21 +71,6 @@ def build_step(kind: str, args):
     return jax.jit(step, donate_argnums=(0, 1)), params, opt_state, count_params(params)
 
 
-def compiled_memory(step, params, opt_state, tokens) -> dict:
-    m = step.lower(params, opt_state, tokens).compile().memory_analysis()
-    out = {
-        "argument_bytes": int(m.argument_size_in_bytes),
-        "output_bytes": int(m.output_size_in_bytes),
-        "temp_bytes": int(m.temp_size_in_bytes),
-        "alias_bytes": int(m.alias_size_in_bytes),
-    }
-    out["total_bytes"] = out["argument_bytes"] + out["output_bytes"] + out["temp_bytes"] - out["alias_bytes"]
-    peak = getattr(m, "peak_memory_in_bytes", None)
-    if peak is not None:
-        out["peak_memory_in_bytes"] = int(peak)
-    return out
-
-
 def bench_length(n: int, args) -> dict:
     batch = max(1, args.tokens // n)
     tokens = jnp.asarray(np.random.default_rng(n).integers(0, args.vocab, (batch, n + 1), dtype=np.int32))
@@ -91,7 +78,7 @@ def bench_length(n: int, args) -> dict:
     row = {"n": n, "batch": batch, "tokens_per_step": batch * n, "models": {}}
     for kind in ("bk", "transformer"):
         step, params, opt_state, n_params = build_step(kind, args)
-        mem = compiled_memory(step, params, opt_state, tokens)
+        mem = compiled_memory(step.lower(params, opt_state, tokens).compile())
         entry = {"params": n_params, "memory": mem}
         row["models"][kind] = entry
         if mem["total_bytes"] > args.max_gb * 2**30:
@@ -128,11 +115,7 @@ def bench_length(n: int, args) -> dict:
 
 
 def plot(payload, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     runs = payload["runs"]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for kind in ("bk", "transformer"):
@@ -154,8 +137,7 @@ def plot(payload, path):
     for ax in axes:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
 
 
 def main():

@@ -17,6 +17,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from experiments.figures import pyplot, save_figure  # noqa: E402
 from experiments.provenance import write_json  # noqa: E402
 from experiments.sweep import ROOT, RunSpec, eval_rows, run_sweep, steps_for_tokens, stored_params  # noqa: E402
 
@@ -71,11 +72,7 @@ def summarize(rows: list[dict], max_tokens: int, eval_tokens: int) -> dict:
 
 
 def plot(summary: dict, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, m in summary["models"].items():
         ax.plot([p["tokens"] for p in m["curve"]], [p["val_loss"] for p in m["curve"]], marker="o", ms=3,
@@ -85,9 +82,7 @@ def plot(summary: dict, path: str) -> None:
     ax.set_title("Learning efficiency on the demo corpus")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path + ".tmp.png", dpi=120)
-    os.replace(path + ".tmp.png", path)
+    save_figure(fig, path)
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from test_model import COMPONENTS
+from test_model import COMPONENTS, set_model_keys
 
 from muse_jax.generate import Generator, left_pad
 from muse_jax.model.lm import LanguageModel
@@ -27,13 +27,7 @@ VARIANTS = {
 
 def build(tiny_config, variant: str):
     """(graphdef, params) of a tiny model of the variant ("a.b" keys set under tiny_config.model)."""
-    cfg = tiny_config.model
-    for key, value in VARIANTS[variant].items():
-        *parents, leaf = key.split(".")
-        node = cfg
-        for parent in parents:
-            node = node[parent]
-        node[leaf] = value
+    cfg = set_model_keys(tiny_config.model, VARIANTS[variant])
     graphdef, state = nnx.split(LanguageModel(cfg, VOCAB, rngs=nnx.Rngs(0)))
     return graphdef, nnx.to_pure_dict(state)
 

@@ -83,15 +83,19 @@ COMPONENTS = {
 _built: dict = {}
 
 
-def component_config(tiny_config, name: str):
-    cfg = tiny_config.model
-    for key, value in COMPONENTS[name].items():
+def set_model_keys(cfg, overrides: dict):
+    """Set "a.b" keys of a model config in place; returns it."""
+    for key, value in overrides.items():
         node = cfg
         *parents, leaf = key.split(".")
         for parent in parents:
             node = node[parent]
         node[leaf] = value
     return cfg
+
+
+def component_config(tiny_config, name: str):
+    return set_model_keys(tiny_config.model, COMPONENTS[name])
 
 
 def component_model(tiny_config, name: str):

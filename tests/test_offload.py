@@ -2,24 +2,13 @@
 and runs on CPU, trains and evaluates exactly like the state in device memory, and its
 checkpoints restore into pinned host memory and resume exactly."""
 
-import json
 import os
 import shutil
 
 import jax
 
 from muse_jax.train import loop
-
-
-def metric_rows(workdir: str) -> dict[int, dict]:
-    """step → the row's values, eval rows merged in; tokens_per_sec (a timing) left out."""
-    rows: dict[int, dict] = {}
-    with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
-        for row in map(json.loads, f):
-            rows.setdefault(row.pop("step"), {}).update(row)
-    for row in rows.values():
-        row.pop("tokens_per_sec", None)
-    return rows
+from test_train_controls import metric_rows
 
 
 def test_offloaded_state_trains_and_resumes_like_the_device_one(tiny_config, capsys):
