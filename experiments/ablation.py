@@ -15,7 +15,9 @@ Variants (overrides of configs/ablation_ja.py, whose base is ResNet-BK with ever
   transformer     the causal RoPE Transformer at matched parameters (within 0.2 %)
 For a given seed every variant sees the same data in the same order and starts from the same
 seed; the difference to `none` is therefore paired by seed. Each run ends with one validation
-over the whole validation split of the demo corpus.
+over the whole validation split of the demo corpus, and with --eval a.txt,b.txt one evaluation
+of the final checkpoint on each of those UTF-8 text files (`--mode=eval --eval_file`: each file
+one document, every window), e.g. text of another domain than the training data.
 
 Writes to --out (default results/ablation): runs.jsonl (one row per run, appended as runs
 finish: the sweep resumes where it stopped), summary.json (mean ± sd per variant, paired
@@ -33,7 +35,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from experiments.figures import pyplot, save_figure  # noqa: E402
 from experiments.provenance import write_json  # noqa: E402
 from experiments.stats import mean, paired_difference, sample_sd  # noqa: E402
-from experiments.sweep import ROOT, RunSpec, eval_rows, read_jsonl, run_sweep, steps_for_tokens, stored_params  # noqa: E402
+from experiments.sweep import (ROOT, RunSpec, eval_rows, evaluate_on_file, read_jsonl, run_sweep,  # noqa: E402
+                               steps_for_tokens, stored_params)
 
 CONFIG = "configs/ablation_ja.py"
 TOKENS_PER_STEP = 16 * 128  # configs/ablation_ja.py: batch_size × seq_len
@@ -71,22 +74,41 @@ def row_of(spec: RunSpec, metrics: list[dict]) -> dict:
             "val_ppl": final["val_ppl"], "final_train_loss": train_losses[-1], "params": stored_params(metrics)}
 
 
-def summarize(rows: list[dict], variants: list[str], tokens: int) -> dict:
+def held_out_losses(files: list[str], data_cache: str):
+    """The `after` hook of the sweep: the final checkpoint's loss on each --eval file."""
+    def after(spec: RunSpec, workdir: str) -> dict:
+        return {"eval_files": {path: evaluate_on_file(spec, workdir, data_cache, path)["val_loss"] for path in files}}
+    return after
+
+
+def diff_vs_none(runs: list[dict], base: dict[int, float], loss) -> dict | None:
+    """Paired (by seed) difference of `loss(run)` to the `none` run of the same seed."""
+    paired = [(loss(r), base[r["seed"]]) for r in runs if r["seed"] in base]
+    return paired_difference([p[0] for p in paired], [p[1] for p in paired]) if len(paired) >= 2 else None
+
+
+def summarize(rows: list[dict], variants: list[str], tokens: int, eval_files: tuple[str, ...] = ()) -> dict:
     by_variant = {v: sorted((r for r in rows if r["variant"] == v), key=lambda r: r["seed"]) for v in variants}
-    base = {r["seed"]: r["val_loss"] for r in by_variant.get("none", [])}
     summary = {}
     for v, runs in by_variant.items():
         losses = [r["val_loss"] for r in runs]
         entry = {"n_seeds": len(runs), "params": runs[0]["params"], "val_loss_mean": mean(losses),
                  "val_loss_sd": sample_sd(losses), "val_ppl_mean": mean([r["val_ppl"] for r in runs]),
                  "val_losses": losses}
-        paired = [(r["val_loss"], base[r["seed"]]) for r in runs if r["seed"] in base]
-        if v != "none" and len(paired) >= 2:
-            entry["diff_vs_none"] = paired_difference([p[0] for p in paired], [p[1] for p in paired])
+        base = {r["seed"]: r["val_loss"] for r in by_variant.get("none", [])}
+        if v != "none" and (d := diff_vs_none(runs, base, lambda r: r["val_loss"])):
+            entry["diff_vs_none"] = d
+        for path in eval_files:
+            file_losses = [r["eval_files"][path] for r in runs]
+            base = {r["seed"]: r["eval_files"][path] for r in by_variant.get("none", [])}
+            e = {"loss_mean": mean(file_losses), "loss_sd": sample_sd(file_losses), "losses": file_losses}
+            if v != "none" and (d := diff_vs_none(runs, base, lambda r: r["eval_files"][path])):
+                e["diff_vs_none"] = d
+            entry.setdefault("eval_files", {})[path] = e
         if v in ORIGINAL_CLAIMED_PPL:
             entry["original_claimed_ppl_unverified"] = ORIGINAL_CLAIMED_PPL[v]
         summary[v] = entry
-    return {"tokens_per_run": tokens, "config": CONFIG, "variants": summary,
+    return {"tokens_per_run": tokens, "config": CONFIG, "eval_files": list(eval_files), "variants": summary,
             "note": "val_loss is nats/token on the demo corpus' validation split; diff_vs_none is paired by seed "
                     "(negative = better than none); original_claimed_ppl_unverified are the original project's "
                     "published numbers, generated rather than measured."}
@@ -102,6 +124,10 @@ def verdict(diff: dict | None) -> str:
     return "no clear difference"
 
 
+def delta_text(d: dict | None) -> str:
+    return f"{d['mean']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]" if d else "—"
+
+
 def table(summary: dict) -> str:
     lines = [f"Ablation, {summary['tokens_per_run']:,} training tokens per run, {CONFIG}; val_loss in nats/token "
              "(lower is better); Δ = paired difference to `none` with its 95 % t interval.", "",
@@ -109,10 +135,16 @@ def table(summary: dict) -> str:
              "|---|---:|---:|---|---:|---|---|---:|"]
     for v, e in summary["variants"].items():
         d = e.get("diff_vs_none")
-        delta = f"{d['mean']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]" if d else "—"
         claim = e.get("original_claimed_ppl_unverified")
         lines.append(f"| {v} | {e['params']:,} | {e['n_seeds']} | {e['val_loss_mean']:.4f} ± {e['val_loss_sd']:.4f} | "
-                     f"{e['val_ppl_mean']:.1f} | {delta} | {verdict(d)} | {claim if claim else '—'} |")
+                     f"{e['val_ppl_mean']:.1f} | {delta_text(d)} | {verdict(d)} | {claim if claim else '—'} |")
+    for path in summary.get("eval_files", []):
+        lines += ["", f"Held-out file `{path}` (`--eval`): loss of the final checkpoint, nats/token.", "",
+                  "| variant | loss mean ± sd | Δ vs none [95 % CI] | verdict |", "|---|---|---|---|"]
+        for v, e in summary["variants"].items():
+            f = e["eval_files"][path]
+            d = f.get("diff_vs_none")
+            lines.append(f"| {v} | {f['loss_mean']:.4f} ± {f['loss_sd']:.4f} | {delta_text(d)} | {verdict(d)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -138,7 +170,12 @@ def main() -> None:
     p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of " + ",".join(VARIANTS))
     p.add_argument("--out", default=os.path.join(ROOT, "results", "ablation"))
     p.add_argument("--workdir", default=os.path.join(ROOT, "workdirs", "ablation"), help="run workdirs (checkpoints)")
+    p.add_argument("--eval", default="", help="comma-separated UTF-8 text files to evaluate every final checkpoint on")
     args = p.parse_args()
+    eval_files = tuple(os.path.abspath(f) for f in args.eval.split(",") if f)
+    missing = [f for f in eval_files if not os.path.isfile(f)]
+    if missing:
+        raise SystemExit(f"error: --eval file(s) not found: {missing}")
     variants = args.variants.split(",")
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
@@ -146,12 +183,16 @@ def main() -> None:
     steps = steps_for_tokens(args.tokens, TOKENS_PER_STEP)
     tokens = steps * TOKENS_PER_STEP
     runs_path = os.path.join(args.out, "runs.jsonl")
-    other = {r["step"] for r in read_jsonl(runs_path)} - {steps}
+    done = read_jsonl(runs_path)
+    other = {r["step"] for r in done} - {steps}
     if other:
         raise SystemExit(f"error: {runs_path} holds runs of {sorted(other)} steps, not {steps}; use another --out")
+    if any(set(eval_files) - set(r.get("eval_files", {})) for r in done):
+        raise SystemExit(f"error: runs in {runs_path} were not evaluated on every --eval file; use another --out")
+    data_cache = os.path.join(args.workdir, "data")
     rows = run_sweep(specs(variants, args.seeds, steps), runs_path, os.path.join(args.workdir, f"{steps}steps"),
-                     os.path.join(args.workdir, "data"), row_of)
-    summary = summarize(rows, variants, tokens)
+                     data_cache, row_of, after=held_out_losses(list(eval_files), data_cache) if eval_files else None)
+    summary = summarize(rows, variants, tokens, eval_files)
     write_json(os.path.join(args.out, "summary.json"), summary)
     with open(os.path.join(args.out, "table.md.tmp"), "w", encoding="utf-8") as f:
         f.write(table(summary))

@@ -38,7 +38,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from experiments.compiled_memory import compiled_memory  # noqa: E402
-from experiments.figures import pyplot, save_figure  # noqa: E402
+from experiments.figures import finish, pyplot  # noqa: E402
 from experiments.provenance import peak_rss_mb, write_json  # noqa: E402
 from muse_jax.model import bk_scan  # noqa: E402
 from muse_jax.model.bk_core import _prepare, causal_resolvent_diag  # noqa: E402
@@ -242,10 +242,7 @@ def plot(payload, path):
                       f"C={payload['config']['channels']}, {payload['provenance']['machine']['backend']})")
     axes[1].set(xscale="log", yscale="log", xlabel="sequence length N", ylabel="compiled memory (MiB)",
                 title="arguments + outputs + temporaries (XLA)")
-    for ax in axes:
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-    save_figure(fig, path)
+    finish(fig, axes, path, legend_fontsize=8)
 
 
 def main():

@@ -30,24 +30,14 @@ from flax import nnx
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from configs import tiny_ja  # noqa: E402
 from experiments.compiled_memory import compiled_memory  # noqa: E402
-from experiments.figures import pyplot, save_figure  # noqa: E402
+from experiments.figures import finish, pyplot  # noqa: E402
+from experiments.model_shape import add_model_shape_args, model_config  # noqa: E402
 from muse_jax.model.bk_scan import auto_impl  # noqa: E402
 from muse_jax.model.lm import LanguageModel, count_params  # noqa: E402
 from muse_jax.provenance import peak_rss_mb, write_json  # noqa: E402
 
 KINDS = ("bk", "transformer")
-
-
-def model_config(kind: str, args):
-    cfg = tiny_ja.get_config().model
-    cfg.kind = kind
-    cfg.d_model = args.d_model
-    cfg.n_layers = args.layers
-    cfg.n_heads = args.heads
-    cfg.bk.channels = args.channels
-    return cfg
 
 
 def compiled_bytes(lowered) -> int:
@@ -142,20 +132,12 @@ def plot(payload, path):
                 title=f"decode latency, d_model={c['d_model']}, {c['layers']} layers, batch 1 "
                       f"({payload['backend']})")
     axes[1].set(xscale="log", yscale="log", xlabel="context length", ylabel="MiB", title="decode memory")
-    for ax in axes:
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend()
-    save_figure(fig, path)
+    finish(fig, axes, path)
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--lengths", default="512,1024,2048,4096,8192,16384")
-    p.add_argument("--d-model", type=int, default=128)
-    p.add_argument("--layers", type=int, default=4)
-    p.add_argument("--heads", type=int, default=2)
-    p.add_argument("--channels", type=int, default=64, help="model.bk.channels")
-    p.add_argument("--vocab", type=int, default=4096)
+    add_model_shape_args(p, d_model=128, layers=4, channels=64)
     p.add_argument("--warmup", type=int, default=50)
     p.add_argument("--steps", type=int, default=500, help="timed decode steps per context length")
     p.add_argument("--rounds", type=int, default=10, help="the timed steps are split into this many rounds")

@@ -33,28 +33,19 @@ from flax import nnx
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from configs import tiny_ja  # noqa: E402
 from experiments.compiled_memory import compiled_memory  # noqa: E402
-from experiments.figures import pyplot, save_figure  # noqa: E402
+from experiments.figures import finish, pyplot  # noqa: E402
+from experiments.model_shape import add_model_shape_args, model_config  # noqa: E402
 from experiments.provenance import peak_rss_mb, write_json  # noqa: E402
 from muse_jax.model.bk_scan import auto_impl  # noqa: E402
 from muse_jax.model.lm import LanguageModel, count_params  # noqa: E402
 
 
-def model_config(kind: str, args):
-    cfg = tiny_ja.get_config().model
-    cfg.kind = kind
-    cfg.d_model = args.d_model
-    cfg.n_layers = args.layers
-    cfg.n_heads = args.heads
-    cfg.bk.channels = args.channels
-    cfg.bk.scan_impl = args.scan_impl
-    return cfg
-
-
 def build_step(kind: str, args):
     """(jitted step, params, opt_state, n_params) for a fresh model of `kind`."""
-    model = LanguageModel(model_config(kind, args), args.vocab, rngs=nnx.Rngs(0))
+    cfg = model_config(kind, args)
+    cfg.bk.scan_impl = args.scan_impl
+    model = LanguageModel(cfg, args.vocab, rngs=nnx.Rngs(0))
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     tx = optax.adamw(1e-3, b1=0.9, b2=0.95, weight_decay=0.1)
     opt_state = tx.init(params)
@@ -134,22 +125,14 @@ def plot(payload, path):
                       f"({payload['backend']})")
     axes[1].set(xscale="log", yscale="log", xlabel="sequence length N", ylabel="compiled step memory (MiB)",
                 title="arguments + outputs + temporaries (XLA)")
-    for ax in axes:
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend()
-    save_figure(fig, path)
+    finish(fig, axes, path)
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--lengths", default="512,1024,2048,4096,8192,16384")
+    add_model_shape_args(p, d_model=64, layers=2, channels=32)
     p.add_argument("--tokens", type=int, default=16384, help="tokens per step (batch = tokens / N)")
-    p.add_argument("--d-model", type=int, default=64)
-    p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--heads", type=int, default=2)
-    p.add_argument("--channels", type=int, default=32, help="model.bk.channels")
     p.add_argument("--scan-impl", default="auto")
-    p.add_argument("--vocab", type=int, default=4096)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--max-gb", type=float, default=8.0)
     p.add_argument("--out", default="results/bench_throughput.json")

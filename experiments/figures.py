@@ -1,4 +1,4 @@
-"""Matplotlib for the experiments: a headless backend and an atomic save."""
+"""Matplotlib for the experiments: a headless backend, an atomic save and a common finish."""
 
 import os
 
@@ -19,3 +19,11 @@ def save_figure(fig, path: str) -> None:
     tmp = path + ".tmp.png"
     fig.savefig(tmp, dpi=120)
     os.replace(tmp, path)
+
+
+def finish(fig, axes, path: str, legend_fontsize=None) -> None:
+    """Grid (major and minor) and legend on every axis, then save_figure to path."""
+    for ax in axes:
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=legend_fontsize)
+    save_figure(fig, path)

@@ -3,12 +3,14 @@ baseline at matched parameters (configs/efficiency_ja.py: 1,378,944 vs 1,377,408
 
     python experiments/learning_efficiency.py --max-tokens 2000000     # the original's command
 
-Both models train on the same data in the same order (same seed) for --max-tokens tokens with
-the same optimizer and schedule, and are evaluated on the whole validation split of the demo
-corpus every --eval-tokens tokens (rounded to whole steps of 16 × 128 tokens). Writes
---out/runs.jsonl (one row per model, appended when it finishes; an interrupted benchmark resumes
-from the run's checkpoint), curve.json (the curves, and for a ladder of losses the tokens each
-model needed to first reach them), plot.png.
+For each of --seeds (default 0,1,2), both models train on the same data in the same order (the
+seed's) for --max-tokens tokens with the same optimizer and schedule, and are evaluated on the
+whole validation split of the demo corpus every --eval-tokens tokens (rounded to whole steps of
+16 × 128 tokens). Writes --out/runs_<steps>steps_every<k>_seed<s>.jsonl (one row per model,
+appended when it finishes; an interrupted benchmark resumes from the run's checkpoint),
+curve.json (mean ± sd curves over the seeds, the paired difference of the final losses with its
+95 % interval, and for a ladder of losses the tokens each mean curve needed to first reach it),
+plot.png. About 11 minutes per seed on 2 CPU cores.
 """
 
 import argparse
@@ -19,6 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from experiments.figures import pyplot, save_figure  # noqa: E402
 from experiments.provenance import write_json  # noqa: E402
+from experiments.stats import mean, paired_difference, sample_sd  # noqa: E402
 from experiments.sweep import ROOT, RunSpec, eval_rows, run_sweep, steps_for_tokens, stored_params  # noqa: E402
 
 CONFIG = "configs/efficiency_ja.py"
@@ -56,30 +59,60 @@ def loss_ladder(rows: list[dict]) -> list[float]:
     return [k * LOSS_LADDER_STEP for k in range(k_high, k_low - 1, -1)]
 
 
-def summarize(rows: list[dict], max_tokens: int, eval_tokens: int) -> dict:
+def mean_curve(rows: list[dict]) -> list[dict]:
+    """The seeds' curves of one model, point by point: mean and sample sd of val_loss."""
+    points = zip(*(r["curve"] for r in rows))
+    return [{"step": ps[0]["step"], "tokens": ps[0]["tokens"], "val_loss": mean([p["val_loss"] for p in ps]),
+             "val_loss_sd": sample_sd([p["val_loss"] for p in ps]) if len(ps) > 1 else None,
+             "val_loss_per_seed": [p["val_loss"] for p in ps]} for ps in points]
+
+
+def summarize(rows_by_seed: dict[int, list[dict]], max_tokens: int, eval_tokens: int) -> dict:
+    """Per model: the mean curve over seeds and the final losses; the paired (same seed, same
+    data order) difference bk − transformer of the final loss with its 95 % interval; for a
+    ladder of losses, the tokens each model's mean curve needed to first reach it."""
+    seeds = sorted(rows_by_seed)
+    by_model = {m: [next(r for r in rows_by_seed[s] if r["model"] == m) for s in seeds]
+                for m in (r["model"] for r in rows_by_seed[seeds[0]])}
+    models = {}
+    for name, rows in by_model.items():
+        finals = [r["curve"][-1]["val_loss"] for r in rows]
+        models[name] = {"params": rows[0]["params"], "final_val_loss": mean(finals),
+                        "final_val_loss_sd": sample_sd(finals) if len(finals) > 1 else None,
+                        "final_val_loss_per_seed": finals, "curve": mean_curve(rows)}
     reach = []
-    for loss in loss_ladder(rows):
-        entry = {"val_loss": loss, **{r["model"]: tokens_to_reach(r["curve"], loss) for r in rows}}
+    for loss in loss_ladder(list(models.values())):
+        entry = {"val_loss": loss, **{name: tokens_to_reach(m["curve"], loss) for name, m in models.items()}}
         if all(entry.get(m) for m in MODELS):
             entry["bk_over_transformer"] = entry["bk"] / entry["transformer"]
         reach.append(entry)
-    return {"config": CONFIG, "max_tokens": max_tokens, "eval_tokens": eval_tokens,
-            "models": {r["model"]: {"params": r["params"], "final_val_loss": r["curve"][-1]["val_loss"],
-                                    "curve": r["curve"]} for r in rows},
-            "tokens_to_reach": reach,
-            "note": "tokens_to_reach: tokens at the first evaluation whose val_loss is at or below the loss "
-                    "(resolution: the evaluation interval); null = not reached within max_tokens."}
+    summary = {"config": CONFIG, "max_tokens": max_tokens, "eval_tokens": eval_tokens, "seeds": seeds,
+               "models": models, "tokens_to_reach": reach,
+               "note": "curves and final losses: mean over seeds (sd: sample standard deviation); "
+                       "tokens_to_reach: tokens at the first evaluation whose mean val_loss is at or below the "
+                       "loss (resolution: the evaluation interval); null = not reached within max_tokens."}
+    if all(m in models for m in MODELS) and len(seeds) > 1:
+        summary["final_difference_bk_minus_transformer"] = paired_difference(
+            models["bk"]["final_val_loss_per_seed"], models["transformer"]["final_val_loss_per_seed"])
+    return summary
 
 
 def plot(summary: dict, path: str) -> None:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, m in summary["models"].items():
-        ax.plot([p["tokens"] for p in m["curve"]], [p["val_loss"] for p in m["curve"]], marker="o", ms=3,
-                label=f"{name} ({m['params']:,} params)")
+        tokens = [p["tokens"] for p in m["curve"]]
+        loss = [p["val_loss"] for p in m["curve"]]
+        line, = ax.plot(tokens, loss, marker="o", ms=3, label=f"{name} ({m['params']:,} params)")
+        if m["curve"][0]["val_loss_sd"] is not None:
+            sd = [p["val_loss_sd"] for p in m["curve"]]
+            ax.fill_between(tokens, [x - e for x, e in zip(loss, sd)], [x + e for x, e in zip(loss, sd)],
+                            color=line.get_color(), alpha=0.2, lw=0)
+    n = len(summary["seeds"])
     ax.set_xlabel("training tokens")
     ax.set_ylabel("validation loss (nats/token)")
-    ax.set_title("Learning efficiency on the demo corpus")
+    ax.set_title(f"Learning efficiency on the demo corpus (mean{' ± sd' if n > 1 else ''} of {n} seed(s))")
+    ax.set_ylim(top=min(ax.get_ylim()[1], 7.5))
     ax.grid(alpha=0.3)
     ax.legend()
     save_figure(fig, path)
@@ -90,7 +123,7 @@ def main() -> None:
     p.add_argument("--max-tokens", type=int, default=2_000_000)
     p.add_argument("--eval-tokens", type=int, default=100_000, help="tokens between validations")
     p.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of " + ",".join(MODELS))
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds; each is one run per model")
     p.add_argument("--out", default=os.path.join(ROOT, "results", "learning_efficiency"))
     p.add_argument("--workdir", default=os.path.join(ROOT, "workdirs", "learning_efficiency"))
     args = p.parse_args()
@@ -99,10 +132,13 @@ def main() -> None:
         raise SystemExit(f"error: --models must be a subset of {MODELS}, got {models}")
     steps = steps_for_tokens(args.max_tokens, TOKENS_PER_STEP)
     eval_every = max(1, round(args.eval_tokens / TOKENS_PER_STEP))
-    tag = f"{steps}steps_every{eval_every}_seed{args.seed}"  # a different benchmark never resumes this one
-    rows = run_sweep(specs(models, steps, eval_every, args.seed), os.path.join(args.out, f"runs_{tag}.jsonl"),
-                     os.path.join(args.workdir, tag), os.path.join(args.workdir, "data"), row_of, echo=True)
-    summary = summarize(rows, steps * TOKENS_PER_STEP, eval_every * TOKENS_PER_STEP)
+    rows_by_seed = {}
+    for seed in (int(x) for x in args.seeds.split(",")):
+        tag = f"{steps}steps_every{eval_every}_seed{seed}"  # a different benchmark never resumes this one
+        rows_by_seed[seed] = run_sweep(specs(models, steps, eval_every, seed),
+                                       os.path.join(args.out, f"runs_{tag}.jsonl"), os.path.join(args.workdir, tag),
+                                       os.path.join(args.workdir, "data"), row_of, echo=True)
+    summary = summarize(rows_by_seed, steps * TOKENS_PER_STEP, eval_every * TOKENS_PER_STEP)
     write_json(os.path.join(args.out, "curve.json"), summary)
     plot(summary, os.path.join(args.out, "plot.png"))
     for entry in summary["tokens_to_reach"]:

@@ -87,9 +87,21 @@ def run_training(spec: RunSpec, workdir: str, data_cache: str, echo: bool) -> tu
     return read_jsonl(os.path.join(workdir, "metrics.jsonl")), time.perf_counter() - start
 
 
-def run_sweep(specs: list[RunSpec], runs_path: str, workroot: str, data_cache: str, row_of, echo: bool = False) -> list[dict]:
+def evaluate_on_file(spec: RunSpec, workdir: str, data_cache: str, path: str) -> dict:
+    """`--mode=eval --eval_file=path` on a finished run's latest checkpoint: its JSON result."""
+    command = [*spec.command(workdir, data_cache), "--mode=eval", f"--eval_file={path}"]
+    child = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    if child.returncode != 0:
+        raise SystemExit(f"error: evaluating run {spec.name} on {path} failed (exit {child.returncode}):\n"
+                         f"{child.stderr.strip()[-2000:]}")
+    return json.loads(child.stdout.strip().splitlines()[-1])
+
+
+def run_sweep(specs: list[RunSpec], runs_path: str, workroot: str, data_cache: str, row_of, echo: bool = False,
+              after=None) -> list[dict]:
     """Run every spec without a row in `runs_path`; `row_of(spec, metrics_rows)` makes its row
-    (command, wall time and provenance are added here). Returns all rows, in spec order."""
+    (command, wall time and provenance are added here), `after(spec, workdir)` (optional) adds
+    to it what needs the finished run's workdir. Returns all rows, in spec order."""
     done = {row["name"]: row for row in read_jsonl(runs_path)}
     todo = [s for s in specs if s.name not in done]
     print(f"{len(specs) - len(todo)} of {len(specs)} runs already done ({runs_path})", flush=True)
@@ -97,7 +109,8 @@ def run_sweep(specs: list[RunSpec], runs_path: str, workroot: str, data_cache: s
     for i, spec in enumerate(todo, 1):
         workdir = os.path.join(workroot, spec.name)
         metrics, wall = run_training(spec, workdir, data_cache, echo)
-        row = {"name": spec.name, **row_of(spec, metrics), "wall_s": round(wall, 1),
+        row = {"name": spec.name, **row_of(spec, metrics), **(after(spec, workdir) if after else {}),
+               "wall_s": round(wall, 1),
                "command": " ".join(spec.command(workdir, data_cache)[1:]), "provenance": provenance()}
         append_jsonl(runs_path, row)
         done[spec.name] = row

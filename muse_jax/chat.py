@@ -15,7 +15,8 @@ document in the instruction template of the training data (`muse_jax/data/source
 
     ### 回答:
 
-preceded by EOS (documents are EOS-separated in training). The reply is sampled with the
+preceded by EOS (documents are EOS-separated in training) and NFKC-normalised when the training
+text was (`PreparedData.prompt_ids`). The reply is sampled with the
 `sample.*` settings until EOS or `sample.max_new_tokens`, printed as it is produced. Every turn
 prefills the conversation again (parallel form), then decodes with the recurrent state
 (`muse_jax/generate.py`). Weights: the EMA when `train.eval_use_ema`.
@@ -61,9 +62,10 @@ class TextStream:
         return new
 
 
-def converse(generator: Generator, params, sp, key: jax.Array, eos_id: int, lines: Iterable[str],
-             write: Callable[[str], None], prompt_user: bool = False) -> list[tuple[str, str]]:
-    """Answer every message of `lines`, writing each reply as it is produced; returns the history."""
+def converse(generator: Generator, params, sp, encode: Callable[[str], list[int]], key: jax.Array, eos_id: int,
+             lines: Iterable[str], write: Callable[[str], None], prompt_user: bool = False) -> list[tuple[str, str]]:
+    """Answer every message of `lines`, writing each reply as it is produced; returns the history.
+    `encode`: prompt text → the token ids the model sees (`PreparedData.prompt_ids`)."""
     history: list[tuple[str, str]] = []
     if prompt_user:
         write(USER_PREFIX)
@@ -74,7 +76,7 @@ def converse(generator: Generator, params, sp, key: jax.Array, eos_id: int, line
         if message == "/reset":
             history = []
         elif message:
-            ids = [eos_id] + sp.encode(chat_prompt(history, message))
+            ids = encode(chat_prompt(history, message))
             stream = TextStream(sp)
             write(REPLY_PREFIX)
             for step in generator.stream(params, [ids], jax.random.fold_in(key, turn)):
@@ -98,5 +100,5 @@ def chat(cfg: ml_collections.ConfigDict, stdin: TextIO = sys.stdin, stdout: Text
         stdout.write(text)
         stdout.flush()
 
-    return converse(generator, run.eval_params(run.state), sp, jax.random.fold_in(run.state.rng, 2),
-                    run.data.eos_id, stdin, write, prompt_user=stdin.isatty())
+    return converse(generator, run.eval_params(run.state), sp, lambda text: run.data.prompt_ids(sp, text),
+                    jax.random.fold_in(run.state.rng, 2), run.data.eos_id, stdin, write, prompt_user=stdin.isatty())

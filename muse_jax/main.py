@@ -1,7 +1,9 @@
 """Command line: `python -m muse_jax.main --config configs/tiny_ja.py [--config.a.b=value] [--mode=...]`.
 
 Flags only; the work is done in `muse_jax.train.loop` (and `muse_jax.chat`). The config is locked:
-an unknown key or a value of the wrong type is a flag error (one line, exit status 2).
+an unknown key or a value of the wrong type is a flag error, and a value out of range or
+inconsistent with another (`muse_jax.config_error.ConfigError`, raised where the value is read)
+is reported the same way: one line, exit status 2.
 """
 
 import re
@@ -10,6 +12,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from muse_jax.config_error import ConfigError
 from muse_jax.data.errors import DataError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file in configs/.", lock_config=True)
@@ -18,6 +21,8 @@ _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "generate", "chat",
 _PROMPT = flags.DEFINE_string("prompt", "日本語の", "Prompt for --mode=generate and the end-of-training sample.")
 _PROMPT_FILE = flags.DEFINE_string("prompt_file", None, "A UTF-8 file whose whole text, as it is (final newline "
                                    "included), is the prompt, instead of --prompt.")
+_EVAL_FILE = flags.DEFINE_string("eval_file", None, "For --mode=eval: a UTF-8 text file (one document) to "
+                                 "evaluate on, instead of the validation split.")
 flags.mark_flag_as_required("config")
 
 
@@ -70,11 +75,13 @@ def main(argv: list[str]) -> None:
         run_prepare(cfg.data, cfg.workdir)
         return
     prompt = prompt_text()
+    if _EVAL_FILE.value is not None and _MODE.value != "eval":
+        fail("--eval_file is read by --mode=eval only")
     from muse_jax.sampling import SamplingSettings
 
     try:  # a bad sample.* value fails now, not after training
         SamplingSettings.from_config(cfg.sample)
-    except ValueError as e:
+    except ConfigError as e:
         fail(str(e))
     from muse_jax.train import loop  # after the config loads: bad input fails fast, before JAX loads
 
@@ -86,7 +93,7 @@ def main(argv: list[str]) -> None:
         if not dry_run(cfg)["fits"]:
             sys.exit(1)
     elif _MODE.value == "eval":
-        loop.evaluate_checkpoint(cfg)
+        loop.evaluate_checkpoint(cfg, _EVAL_FILE.value)
     elif _MODE.value == "chat":
         from muse_jax.chat import chat
 
@@ -101,6 +108,8 @@ def run() -> None:
     except KeyboardInterrupt:
         sys.exit(130)
     except DataError as e:  # bad or missing input data: one line naming file, line and byte offset
+        fail(str(e))
+    except ConfigError as e:  # a config value out of range or inconsistent: one line naming the key
         fail(str(e))
 
 

@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from muse_jax.config_error import ConfigError
+
 
 @dataclasses.dataclass(frozen=True)
 class SamplingSettings:
@@ -23,11 +25,11 @@ class SamplingSettings:
 
     def __post_init__(self):
         if self.max_new_tokens < 0:
-            raise ValueError(f"sample.max_new_tokens must be >= 0, got {self.max_new_tokens}")
+            raise ConfigError(f"sample.max_new_tokens must be >= 0, got {self.max_new_tokens}")
         if self.repetition_penalty <= 0:
-            raise ValueError(f"sample.repetition_penalty must be > 0, got {self.repetition_penalty}")
+            raise ConfigError(f"sample.repetition_penalty must be > 0, got {self.repetition_penalty}")
         if not 0 < self.top_p <= 1:
-            raise ValueError(f"sample.top_p must be in (0, 1], got {self.top_p}")
+            raise ConfigError(f"sample.top_p must be in (0, 1], got {self.top_p}")
 
     @classmethod
     def from_config(cls, sample_cfg: ml_collections.ConfigDict) -> "SamplingSettings":

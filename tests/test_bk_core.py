@@ -100,6 +100,12 @@ def _rand_inputs(rng, batch, n, a_scale=2.0, k_max=2.0, imz=(0.1, 1.0), z_batch=
     return a, kappa, zr.astype(np.float32), zi.astype(np.float32)
 
 
+def _rand_complex_inputs(rng, batch, n, **kwargs):
+    """_rand_inputs with z = zr + i zi as one complex64 array: (a, kappa, z)."""
+    a, kappa, zr, zi = _rand_inputs(rng, batch, n, **kwargs)
+    return a, kappa, (zr + 1j * zi).astype(np.complex64)
+
+
 def _maxrel(x, ref):
     x = np.asarray(x)
     return float(np.max(np.abs(x - ref) / np.abs(ref)))
@@ -128,8 +134,7 @@ def test_matches_dense_reference_float32(variant, shapes):
     batch, zbatch = shapes
     rng = np.random.default_rng(0)
     n = 32
-    a, kappa, zr, zi = _rand_inputs(rng, batch, n, z_batch=zbatch)
-    z = (zr + 1j * zi).astype(np.complex64)
+    a, kappa, z = _rand_complex_inputs(rng, batch, n, z_batch=zbatch)
     g = causal_resolvent_diag(a, kappa, z, **_impl_kwargs(variant))
     assert g.shape == batch + (n,)
     assert g.dtype == jnp.complex64
@@ -221,8 +226,7 @@ def test_forward_mode_jvp():
     """jax.jvp: supported by associative (custom JVP), equal to the plain-autodiff reference;
     the loop-based impls have a custom VJP and refuse forward mode with JAX's TypeError."""
     rng = np.random.default_rng(10)
-    a, kappa, zr, zi = _rand_inputs(rng, (3,), 16)
-    z = (zr + 1j * zi).astype(np.complex64)
+    a, kappa, z = _rand_complex_inputs(rng, (3,), 16)
     ta = rng.normal(size=a.shape).astype(np.float32)
     tk = rng.normal(size=a.shape).astype(np.float32)
 
@@ -246,8 +250,7 @@ def test_forward_mode_jvp():
 def test_causality_exact(variant):
     rng = np.random.default_rng(4)
     batch, n = (2, 3), 40
-    a, kappa, zr, zi = _rand_inputs(rng, batch, n, z_batch=(3,))
-    z = (zr + 1j * zi).astype(np.complex64)
+    a, kappa, z = _rand_complex_inputs(rng, batch, n, z_batch=(3,))
     kwargs = _impl_kwargs(variant)
     f = jax.jit(lambda a_, k_: causal_resolvent_diag(a_, k_, z, **kwargs))
     g = np.asarray(f(a, kappa))
@@ -268,8 +271,8 @@ def _extreme_cases():
     rng = np.random.default_rng(5)
     n, batch = 256, (4,)
     cases = []
-    a, k, zr, zi = _rand_inputs(rng, batch, n)
-    cases.append(("random", a, k, (zr + 1j * zi).astype(np.complex64)))
+    a, k, z = _rand_complex_inputs(rng, batch, n)
+    cases.append(("random", a, k, z))
     zext = (rng.normal(size=batch + (1,)) * 100 + 1e-3j).astype(np.complex64)
     a = rng.uniform(-1e4, 1e4, size=batch + (n,)).astype(np.float32)
     k = rng.uniform(0, 1e4, size=batch + (n,)).astype(np.float32)
@@ -304,8 +307,7 @@ def test_bound_and_finite(variant):
 def test_bk_step_matches_parallel():
     rng = np.random.default_rng(6)
     B, C, n = 2, 3, 24
-    a, kappa, zr, zi = _rand_inputs(rng, (B, C), n, z_batch=(C,))
-    z = (zr + 1j * zi).astype(np.complex64)  # [C, 1]
+    a, kappa, z = _rand_complex_inputs(rng, (B, C), n, z_batch=(C,))  # z: [C, 1]
     par = {impl: np.asarray(causal_resolvent_diag(a, kappa, z, impl=impl)) for impl in CONCRETE}
 
     state = bk_init_state((B, C))
@@ -376,8 +378,7 @@ def test_impls_agree_long_sequence():
 def test_resolvent_diag_matches_dense(impl):
     rng = np.random.default_rng(8)
     batch, n = (2, 3), 24
-    a, kappa, zr, zi = _rand_inputs(rng, batch, n, z_batch=(3,))
-    z = (zr + 1j * zi).astype(np.complex64)
+    a, kappa, z = _rand_complex_inputs(rng, batch, n, z_batch=(3,))
     G = np.asarray(resolvent_diag(a, kappa, z, impl=impl))
     assert G.shape == batch + (n,) and G.dtype == np.complex64
     ref = _dense_full_np(a, kappa, z)
@@ -417,8 +418,7 @@ def test_auto_resolves_per_backend():
     assert bk_scan.auto_impl("cpu") == "sequential"
     assert bk_scan.auto_impl("gpu") == bk_scan.auto_impl("tpu") == "associative"
     rng = np.random.default_rng(11)
-    a, kappa, zr, zi = _rand_inputs(rng, (2, 3), 40, z_batch=(3,))
-    z = (zr + 1j * zi).astype(np.complex64)
+    a, kappa, z = _rand_complex_inputs(rng, (2, 3), 40, z_batch=(3,))
     chosen = bk_scan.auto_impl()
     np.testing.assert_array_equal(
         np.asarray(causal_resolvent_diag(a, kappa, z)), np.asarray(causal_resolvent_diag(a, kappa, z, impl=chosen))

@@ -9,8 +9,10 @@ import jax
 import numpy as np
 
 from muse_jax.chat import REPLY_PREFIX, TextStream, chat_prompt, converse
+from muse_jax.data.prepared import PreparedData
 from muse_jax.data.sources import instruction_document
 from muse_jax.train import loop
+from test_cli import config_module
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EOS = 3
@@ -49,12 +51,24 @@ def test_converse_keeps_the_history_and_streams_the_reply():
     generator = ScriptedGenerator(["はい", "いいえ", "また"])
     written = []
     lines = ["最初\n", "\n", "次に\n", "/reset\n", "新しく\n", "/exit\n", "読まれない\n"]
-    history = converse(generator, None, CharTokenizer(), jax.random.key(0), EOS, lines, written.append)
+    sp = CharTokenizer()
+    history = converse(generator, None, sp, lambda text: [EOS] + sp.encode(text), jax.random.key(0), EOS, lines,
+                       written.append)
     assert history == [("新しく", "また")]
     assert generator.prompts == [chat_prompt([], "最初"), chat_prompt([("最初", "はい")], "次に"),
                                  chat_prompt([], "新しく")]
     assert "".join(written) == f"{REPLY_PREFIX}はい\n{REPLY_PREFIX}いいえ\n{REPLY_PREFIX}また\n"
     assert written.count("は") == 1  # one write per token: streamed
+
+
+def test_prompts_are_normalised_like_the_training_text():
+    def prepared(nfkc: bool) -> PreparedData:
+        meta = {"settings": {"normalize_nfkc": nfkc}, "tokenizer": {"eos_id": EOS}}
+        return PreparedData("unused", meta, ())
+
+    sp = CharTokenizer()
+    assert prepared(True).prompt_ids(sp, "ＡＢＣとｶﾅ") == [EOS] + sp.encode("ABCとカナ")
+    assert prepared(False).prompt_ids(sp, "ＡＢＣとｶﾅ") == [EOS] + sp.encode("ＡＢＣとｶﾅ")
 
 
 def test_text_stream_holds_back_an_incomplete_character():
@@ -76,9 +90,7 @@ def test_chat_and_prompt_file_on_a_trained_checkpoint(tiny_config, tmp_path):
     tiny_config.train.steps = 4
     tiny_config.sample.max_new_tokens = 6
     loop.train(tiny_config, "日本")
-    config_file = tmp_path / "tiny_trained.py"  # the same config, for the subprocesses
-    config_file.write_text(f"import ml_collections\n\n\ndef get_config():\n"
-                           f"    return ml_collections.ConfigDict({tiny_config.to_dict()!r})\n", encoding="utf-8")
+    config_file = config_module(tmp_path, tiny_config)  # the same config, for the subprocesses
 
     r = cli(str(config_file), "--mode=chat", stdin="こんにちは\n日本の首都は？\n/exit\n")
     assert r.returncode == 0, r.stderr

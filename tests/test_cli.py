@@ -12,6 +12,14 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
+def config_module(tmp_path, cfg) -> str:
+    """A config file whose get_config() returns `cfg` (a test's config, for a subprocess)."""
+    path = tmp_path / "test_config.py"
+    path.write_text(f"import ml_collections\n\n\ndef get_config():\n"
+                    f"    return ml_collections.ConfigDict({cfg.to_dict()!r})\n", encoding="utf-8")
+    return str(path)
+
+
 def test_unknown_config_key():
     r = run_cli("--config", "configs/tiny_ja.py", "--config.train.stepz=3")
     assert r.returncode != 0
@@ -30,3 +38,14 @@ def test_missing_config_file():
     assert r.returncode != 0
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "configs/does_not_exist.py" in lines[0]
+
+
+def test_out_of_range_value_is_one_line(tmp_path, tiny_config):
+    """A value the config's types accept but the run cannot use (a ConfigError, raised where the
+    value is read, here after data preparation) is one line naming the key, exit status 2."""
+    r = run_cli("--config", config_module(tmp_path, tiny_config), "--config.optim.warmup_steps=8")
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()  # data preparation's progress lines come first
+    assert lines[-1] == "error: optim.warmup_steps must be in [0, train.steps), got 8"
+    assert not any(line.startswith(("Traceback", "error:")) for line in lines[:-1]), r.stderr
+    assert not os.path.exists(os.path.join(tiny_config.workdir, "config.json"))

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from experiments.learning_efficiency import loss_ladder, tokens_to_reach
+from experiments.learning_efficiency import loss_ladder, summarize, tokens_to_reach
 from experiments.stats import paired_difference, sample_sd, t_quantile
 from experiments.sweep import RunSpec, append_jsonl, read_jsonl
 
@@ -57,3 +57,18 @@ def test_tokens_to_reach_and_ladder():
     assert tokens_to_reach(curve, 7.5) == 200
     assert tokens_to_reach(curve, 7.0) is None
     assert loss_ladder([{"curve": curve}]) == [7.75, 7.5, 7.25]
+
+
+def test_learning_efficiency_summary_over_seeds():
+    def rows(bk: list[float], transformer: list[float]) -> list[dict]:
+        curve = lambda losses: [{"step": i, "tokens": 100 * i, "val_loss": x} for i, x in enumerate(losses, 1)]
+        return [{"model": "bk", "params": 10, "curve": curve(bk)},
+                {"model": "transformer", "params": 11, "curve": curve(transformer)}]
+
+    s = summarize({0: rows([7.8, 7.0], [7.9, 7.2]), 1: rows([8.0, 7.2], [7.9, 7.6])}, 200, 100)
+    bk = s["models"]["bk"]
+    assert [p["val_loss"] for p in bk["curve"]] == pytest.approx([7.9, 7.1])
+    assert bk["curve"][0]["val_loss_sd"] == pytest.approx(0.1 * 2 ** 0.5)
+    assert bk["final_val_loss_per_seed"] == [7.0, 7.2] and s["models"]["transformer"]["final_val_loss"] == 7.4
+    assert s["final_difference_bk_minus_transformer"]["mean"] == pytest.approx(-0.3)
+    assert {"val_loss": 7.5, "bk": 200, "transformer": 200, "bk_over_transformer": 1.0} in s["tokens_to_reach"]

@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+from muse_jax.data.errors import DataError
 from muse_jax.train import loop
 
 
@@ -73,11 +74,23 @@ def test_metrics_rows_and_resume_is_exact(tiny_config, monkeypatch, capsys):
     assert losses(tiny_config.workdir) == expected  # exactly equal, every step
 
 
-def test_eval_and_generate_modes_read_the_checkpoint(tiny_config, capsys):
+def test_eval_and_generate_modes_read_the_checkpoint(tiny_config, tmp_path, capsys):
     tiny_config.train.steps = 4
     loop.train(tiny_config, "日本")
     result = loop.evaluate_checkpoint(tiny_config)
     assert result["step"] == 4 and result["val_loss"] > 0
+
+    text_file = tmp_path / "held_out.txt"
+    text_file.write_text("日本語の文章を評価する。" * 40, encoding="utf-8")
+    on_file = loop.evaluate_checkpoint(tiny_config, str(text_file))
+    assert on_file["eval_file"] == str(text_file) and on_file["val_loss"] > 0
+    assert on_file["val_loss"] != result["val_loss"]
+    text_file.write_bytes(b"\xff\xfe not utf-8")
+    with pytest.raises(DataError, match="held_out.txt .byte 0.: not UTF-8"):
+        loop.evaluate_checkpoint(tiny_config, str(text_file))
+    text_file.write_text("短い", encoding="utf-8")
+    with pytest.raises(DataError, match="too few for one window"):
+        loop.evaluate_checkpoint(tiny_config, str(text_file))
     text = loop.generate_from_checkpoint(tiny_config, "日本語")
     assert text.startswith("日本語")
 

@@ -21,12 +21,13 @@ import unicodedata
 
 import numpy as np
 
-__all__ = ["clean_document", "document_key", "validation_threshold", "SeenKeys"]
+__all__ = ["clean_document", "document_key", "nfkc_normalize", "validation_threshold", "SeenKeys"]
 
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
-def _nfkc(text: str) -> str:
+def nfkc_normalize(text: str) -> str:
+    """Unicode NFKC, line by line (also what prompts get when the training text got it)."""
     if unicodedata.is_normalized("NFKC", text):  # fast path: most text already is
         return text
     # "\n" never combines, so lines normalise independently; most stay as they are.
@@ -40,7 +41,7 @@ def clean_document(text: str, nfkc: bool) -> str:
     """The cleaned document (see the module docstring)."""
     text = _CONTROL.sub("", text)
     if nfkc:
-        text = _nfkc(text)
+        text = nfkc_normalize(text)
     return text.strip()
 
 

@@ -25,6 +25,7 @@ import sys
 import numpy as np
 
 from muse_jax.data.chunks import file_sha256
+from muse_jax.data.cleaning import clean_document, nfkc_normalize
 from muse_jax.data.errors import DataError
 from muse_jax.data.prepare import META_FILE, PREPARED_FORMAT_VERSION, prepare
 from muse_jax.data.settings import DataSettings
@@ -55,6 +56,29 @@ class PreparedData:
     @property
     def dtype(self) -> np.dtype:
         return np.dtype(self.meta["dtype"]).newbyteorder("<")
+
+    def prompt_ids(self, sp, text: str) -> list[int]:
+        """`text` as a document start the model was trained on: EOS first (documents are
+        EOS-separated), then the tokens of the text, NFKC-normalised when the training text was
+        (the tokenizer itself normalises nothing), so "ＡＢＣ" or half-width ｶﾅ in a prompt meet
+        the tokens training saw."""
+        if self.meta["settings"]["normalize_nfkc"]:
+            text = nfkc_normalize(text)
+        return [self.eos_id] + sp.encode(text)
+
+    def text_file_ids(self, sp, path: str) -> np.ndarray:
+        """The tokens of a UTF-8 text file taken as one document, as training would see it:
+        cleaned like the training text (control characters, NFKC when it was, outer whitespace),
+        between EOS tokens. A missing or non-UTF-8 file is a DataError naming it."""
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as e:
+            raise DataError(f"{path}: cannot read ({e.strerror})") from None
+        except UnicodeDecodeError as e:
+            raise DataError(f"{path} (byte {e.start}): not UTF-8 text") from None
+        text = clean_document(text, bool(self.meta["settings"]["normalize_nfkc"]))
+        return np.asarray([self.eos_id] + sp.encode(text) + [self.eos_id], np.int32)
 
     @property
     def source_names(self) -> list[str]:

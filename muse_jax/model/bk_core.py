@@ -59,6 +59,7 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
+from muse_jax.config_error import ConfigError
 from muse_jax.model import bk_scan
 from muse_jax.model.bk_scan import IMPLS
 
@@ -109,7 +110,7 @@ def _prepare(a, kappa, z, mask_first=True):
 
 def _check_impl(impl):
     if impl not in IMPLS:
-        raise ValueError(f"unknown impl {impl!r}; valid impls are {IMPLS}")
+        raise ConfigError(f"unknown impl {impl!r}; valid impls are {IMPLS}")
 
 
 def _resolve(impl, compensated=False):

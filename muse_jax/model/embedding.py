@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
+from muse_jax.config_error import ConfigError
 from muse_jax.model.bk_mixer import inverse_softplus
 from muse_jax.model.hyperbolic import poincare_distance_matrix, poincare_expmap0, poincare_logmap0
 from muse_jax.model.tensor_train import (
@@ -54,7 +55,7 @@ class TTTable(nnx.Module):
 
     def __init__(self, vocab_size: int, d_model: int, rank: int, *, rngs: nnx.Rngs):
         if rank < 1:
-            raise ValueError(f"model.htt_rank must be >= 1, got {rank}")
+            raise ConfigError(f"model.htt_rank must be >= 1, got {rank}")
         self.vocab_size, self.d_model = vocab_size, d_model
         cores = tt_init_cores(rngs.params(), vocab_factors(vocab_size), balanced_factors(d_model), rank)
         self.core_vocab_1, self.core_vocab_2, self.core_vocab_3 = (nnx.Param(g) for g in cores)
@@ -78,7 +79,7 @@ class TokenEmbedding(nnx.Module):
     def __init__(self, cfg: ml_collections.ConfigDict, vocab_size: int, *, rngs: nnx.Rngs):
         kind = cfg.embedding
         if kind not in EMBEDDINGS:
-            raise ValueError(f"model.embedding must be one of {EMBEDDINGS}, got {kind!r}")
+            raise ConfigError(f"model.embedding must be one of {EMBEDDINGS}, got {kind!r}")
         d = cfg.d_model
         self.scale = math.sqrt(d)
         self.hyperbolic = kind.startswith("hyperbolic")
@@ -89,7 +90,7 @@ class TokenEmbedding(nnx.Module):
         if self.hyperbolic:
             self.c_min = float(cfg.hyperbolic_c_min)
             if self.c_min <= 0:
-                raise ValueError(f"model.hyperbolic_c_min must be > 0, got {self.c_min}")
+                raise ConfigError(f"model.hyperbolic_c_min must be > 0, got {self.c_min}")
             self.curvature_raw = nnx.Param(jnp.array(inverse_softplus(INITIAL_CURVATURE), jnp.float32))
             self.temperature_raw = nnx.Param(jnp.array(inverse_softplus(INITIAL_TEMPERATURE), jnp.float32))
 

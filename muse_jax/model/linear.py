@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
+from muse_jax.config_error import ConfigError
 from muse_jax.model.low_rank import low_rank_saves_parameters
 from muse_jax.model.ternary import ternary_ste
 
@@ -58,7 +59,7 @@ class LinearSpec:
     def from_config(cls, model_cfg: ml_collections.ConfigDict) -> "LinearSpec":
         rank = int(model_cfg.low_rank)
         if rank < 0:
-            raise ValueError(f"model.low_rank must be >= 0 (0 = dense), got {rank}")
+            raise ConfigError(f"model.low_rank must be >= 0 (0 = dense), got {rank}")
         return cls(rank=rank, ternary=bool(model_cfg.ternary))
 
     def make(self, d_in: int, d_out: int, *, use_bias: bool = False, bias_value: float = 0.0,

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
+from muse_jax.config_error import ConfigError
 from muse_jax.model.attention import CausalSelfAttention
 from muse_jax.model.bk_mixer import BKMixer
 from muse_jax.model.embedding import TokenEmbedding
@@ -31,9 +32,9 @@ class Block(nnx.Module):
         linear = LinearSpec.from_config(cfg)
         self.is_bk = cfg.kind == "bk"
         if cfg.router not in ROUTERS:
-            raise ValueError(f"model.router must be one of {ROUTERS}, got {cfg.router!r}")
+            raise ConfigError(f"model.router must be one of {ROUTERS}, got {cfg.router!r}")
         if cfg.router == "scattering" and not self.is_bk:
-            raise ValueError("model.router=scattering routes by the BK resolvent phase: it needs model.kind=bk")
+            raise ConfigError("model.router=scattering routes by the BK resolvent phase: it needs model.kind=bk")
         self.mix_norm = nnx.RMSNorm(d, rngs=rngs)
         if self.is_bk:
             self.mixer = BKMixer(d, cfg.bk, linear, rngs=rngs)
@@ -97,7 +98,7 @@ class LanguageModel(nnx.Module):
         remat_layer(lambda x: x, remat_policy)  # validates the name
         self.remat_policy = remat_policy
         if cfg.kind not in MODEL_KINDS:
-            raise ValueError(f"model.kind must be one of {MODEL_KINDS}, got {cfg.kind!r}")
+            raise ConfigError(f"model.kind must be one of {MODEL_KINDS}, got {cfg.kind!r}")
         self.embed = TokenEmbedding(cfg, vocab_size, rngs=rngs)
 
         @nnx.split_rngs(splits=cfg.n_layers)

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
+from muse_jax.config_error import ConfigError
 from muse_jax.model.ffn import GatedMLP
 from muse_jax.model.linear import DenseLinear, LinearSpec
 from muse_jax.model.router import expert_load, load_balancing_loss, scattering_route, top_k_route
@@ -22,7 +23,7 @@ class MixtureOfExperts(nnx.Module):
         self.router = cfg.router
         self.n_experts = int(cfg.n_experts)
         if self.n_experts < 1:
-            raise ValueError(f"model.n_experts must be >= 1, got {self.n_experts}")
+            raise ConfigError(f"model.n_experts must be >= 1, got {self.n_experts}")
         d = cfg.d_model
 
         @nnx.split_rngs(splits=self.n_experts)
@@ -34,7 +35,7 @@ class MixtureOfExperts(nnx.Module):
         if self.router == "learned":
             self.top_k = int(cfg.router_top_k)
             if not 1 <= self.top_k <= self.n_experts:
-                raise ValueError(f"model.router_top_k must be in [1, n_experts={self.n_experts}], got {self.top_k}")
+                raise ConfigError(f"model.router_top_k must be in [1, n_experts={self.n_experts}], got {self.top_k}")
             self.balance_weight = float(cfg.router_balance_weight)
             self.gate_logits = DenseLinear(d, self.n_experts, rngs=rngs)
 

@@ -29,6 +29,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from muse_jax.config_error import ConfigError
 from muse_jax.model.bk_core import IMPLS, causal_resolvent_diag
 
 APPLY_SCANS = ("associative", "sequential")
@@ -38,7 +39,7 @@ def apply_scan_for(impl: str) -> str:
     """The scan that evaluates (2) for a `bk_core` impl: `associative` for `associative` (and for
     `auto` off CPU, where that is bk_core's choice too), `lax.scan` otherwise."""
     if impl not in IMPLS:
-        raise ValueError(f"unknown impl {impl!r}; valid impls are {IMPLS}")
+        raise ConfigError(f"unknown impl {impl!r}; valid impls are {IMPLS}")
     if impl == "auto":
         return "sequential" if jax.default_backend() == "cpu" else "associative"
     return "associative" if impl == "associative" else "sequential"

@@ -32,8 +32,12 @@ def skip_bad_steps(inner: optax.GradientTransformation, max_grad_norm: float = 0
     NaN micro-batch skips the whole step instead of poisoning the state (the original threw the
     accumulated gradient away and kept going on a half-updated state).
 
-    Like `optax.apply_if_finite`, but it also skips raw-norm spikes, keeps a single counter for
-    both, and uses `lax.cond` so the inner update is not computed on a bad gradient.
+    Like `optax.apply_if_finite`, but it also skips raw-norm spikes and keeps a single counter for
+    both. The inner update is always computed and the step's result chosen per leaf by
+    `jnp.where(bad, old, new)` (NaNs in the discarded branch never leak through a select): an
+    elementwise select fuses into the update, so the new optimizer state can be written in place
+    of the donated old one, where a `lax.cond` keeps both alive at once (the update phase of the
+    dry run of configs/dense_8gb.py: see the README's "8 GB plan").
     """
     inner = optax.with_extra_args_support(inner)
 
@@ -42,14 +46,9 @@ def skip_bad_steps(inner: optax.GradientTransformation, max_grad_norm: float = 0
 
     def update(grads, state: StepGuardState, params=None, **extra_args):
         bad = is_bad_step(grads, extra_args.get("loss"), max_grad_norm)
-
-        def apply(_):
-            return inner.update(grads, state.inner_state, params, **extra_args)
-
-        def skip(_):
-            return optax.tree.zeros_like(grads), state.inner_state
-
-        updates, inner_state = jax.lax.cond(bad, skip, apply, None)
+        updates, inner_state = inner.update(grads, state.inner_state, params, **extra_args)
+        updates = jax.tree.map(lambda u: jnp.where(bad, jnp.zeros_like(u), u), updates)
+        inner_state = jax.tree.map(lambda new, old: jnp.where(bad, old, new), inner_state, state.inner_state)
         return updates, StepGuardState(inner_state, state.skipped_steps + bad.astype(jnp.int32))
 
     return optax.GradientTransformationExtraArgs(init, update)

@@ -6,6 +6,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from muse_jax.config_error import ConfigError
+
 
 class SymplecticState(NamedTuple):
     momentum: Any  # p_{n−½}, like params
@@ -47,7 +49,7 @@ def symplectic_leapfrog(
     matrix, so the method is then NOT symplectic; it trades that for scale invariance.
     """
     if not 0.0 <= friction < 1.0:
-        raise ValueError(f"symplectic friction must be in [0, 1), got {friction}")
+        raise ConfigError(f"symplectic friction must be in [0, 1), got {friction}")
     retention = 1.0 - friction
 
     def init(params):

@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from muse_jax.config_error import ConfigError
+
 
 class TSPState(NamedTuple):
     inner_state: Any  # the wrapped inject_hyperparams state
@@ -64,10 +66,10 @@ def tsp_path(
     table = {name: jnp.asarray(cities[name], jnp.float32) for name in names}
     num_cities = {len(v) for v in cities.values()}
     if len(num_cities) != 1 or 0 in num_cities:
-        raise ValueError(f"every TSP city needs one value per hyperparameter, got {dict(cities)}")
+        raise ConfigError(f"every TSP city needs one value per hyperparameter, got {dict(cities)}")
     (num_cities,) = num_cities
     if eval_interval < 1 or window_size < 2 or min_dwell < 0 or not 0.0 <= epsilon <= 1.0:
-        raise ValueError(
+        raise ConfigError(
             f"TSP needs eval_interval >= 1, window_size >= 2, min_dwell >= 0, epsilon in [0, 1]; got "
             f"{eval_interval}, {window_size}, {min_dwell}, {epsilon}"
         )
@@ -76,7 +78,7 @@ def tsp_path(
         hyperparams = dict(inner_state.hyperparams)
         for name in names:
             if name not in hyperparams:
-                raise ValueError(f"TSP city hyperparameter {name!r} is not one of {sorted(hyperparams)}")
+                raise ConfigError(f"TSP city hyperparameter {name!r} is not one of {sorted(hyperparams)}")
             hyperparams[name] = table[name][city].astype(hyperparams[name].dtype)
         return inner_state._replace(hyperparams=hyperparams)
 

@@ -15,6 +15,8 @@ import jax
 import ml_collections
 from jax.experimental import multihost_utils
 
+from muse_jax.config_error import ConfigError
+from muse_jax.data.errors import DataError
 from muse_jax.data.mixture import train_dataset, validation_tokens
 from muse_jax.data.packing import eval_batches
 from muse_jax.data.prepared import PreparedData, prepared_for_training
@@ -60,7 +62,7 @@ class Run:
         self.state: TrainState | None = None
         self.eval_use_ema = bool(cfg.train.eval_use_ema)
         if self.eval_use_ema and self.setup.abstract.ema_params is None:
-            raise ValueError("train.eval_use_ema needs train.ema_decay > 0")
+            raise ConfigError("train.eval_use_ema needs train.ema_decay > 0")
         self.checkpointer = Checkpointer(os.path.join(self.workdir, "checkpoints"), cfg.train.keep_checkpoints)
         self.data_state = None
 
@@ -78,16 +80,18 @@ class Run:
         memory (a copy when train.offload_params keeps them on the host)."""
         return self.setup.on_device(state.ema_params if self.eval_use_ema else state.params)
 
-    def validation(self, params) -> dict:
+    def validation(self, params, tokens=None, max_batches: int | None = None) -> dict:
+        """Mean loss over `tokens` (default: the validation split, train.eval_batches batches)."""
         t = self.cfg.train
-        batches = eval_batches(self.val_tokens, t.seq_len, t.batch_size, t.eval_batches)
+        tokens = self.val_tokens if tokens is None else tokens
+        batches = eval_batches(tokens, t.seq_len, t.batch_size, max_batches or t.eval_batches)
         eval_step = self.setup.eval_step(batches[0]["inputs"].shape[0])  # eval_batches: one shape
         return evaluate(eval_step, params, [self.setup.place_batch(b) for b in batches])
 
     def sample(self, prompt: str) -> str:
         """The prompt and its continuation (prefill, then recurrent decoding: muse_jax/generate.py)."""
         sp = load_tokenizer(self.data.tokenizer_path)
-        ids = [self.data.eos_id] + sp.encode(prompt)  # documents are EOS-separated in training
+        ids = self.data.prompt_ids(sp, prompt)
         generator = Generator(self.graphdef, SamplingSettings.from_config(self.cfg.sample), self.data.eos_id)
         out = generator.generate(self.eval_params(self.state), [ids], jax.random.fold_in(self.state.rng, 1))
         return prompt + sp.decode(out[0])
@@ -199,10 +203,20 @@ def _restored_run(cfg: ml_collections.ConfigDict) -> Run:
     return run
 
 
-def evaluate_checkpoint(cfg: ml_collections.ConfigDict) -> dict:
+def evaluate_checkpoint(cfg: ml_collections.ConfigDict, eval_file: str | None = None) -> dict:
+    """Loss of the latest checkpoint on the validation split, or on every window of `eval_file`
+    (a UTF-8 text, one document: `PreparedData.text_file_ids`); printed as one JSON line."""
     run = _restored_run(cfg)
-    result = {"step": int(run.state.step), **run.validation(run.eval_params(run.state))}
-    print(json.dumps(result))
+    if eval_file is None:
+        result = run.validation(run.eval_params(run.state))
+    else:
+        tokens = run.data.text_file_ids(load_tokenizer(run.data.tokenizer_path), eval_file)
+        if len(tokens) < cfg.train.seq_len + 1:
+            raise DataError(f"{eval_file}: {len(tokens)} tokens, too few for one window of train.seq_len + 1 = "
+                            f"{cfg.train.seq_len + 1}")
+        result = {"eval_file": eval_file, **run.validation(run.eval_params(run.state), tokens, len(tokens))}
+    result = {"step": int(run.state.step), **result}
+    print(json.dumps(result, ensure_ascii=False))
     return result
 
 

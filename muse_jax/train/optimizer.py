@@ -16,6 +16,7 @@ import jax
 import ml_collections
 import optax
 
+from muse_jax.config_error import ConfigError
 from muse_jax.optim.bk_hyper_sgd import bk_hyper_sgd
 from muse_jax.optim.grad_norm import record_clipped_norm
 from muse_jax.optim.gradient_aligner import gradient_aligner
@@ -36,7 +37,7 @@ OPTIONAL_METRICS = {
 def learning_rate_schedule(peak: float, warmup: int, min_lr_ratio: float, total_steps: int) -> optax.Schedule:
     """Linear warmup 0 → peak over `warmup` steps, then cosine to peak·min_lr_ratio at `total_steps`."""
     if not 0 <= warmup < total_steps:
-        raise ValueError(f"optim.warmup_steps must be in [0, train.steps), got {warmup}")
+        raise ConfigError(f"optim.warmup_steps must be in [0, train.steps), got {warmup}")
     cosine = optax.cosine_decay_schedule(peak, decay_steps=total_steps - warmup, alpha=min_lr_ratio)
     if warmup == 0:
         return cosine
@@ -46,7 +47,7 @@ def learning_rate_schedule(peak: float, warmup: int, min_lr_ratio: float, total_
 def clip_threshold_schedule(during_warmup: float, after: float, warmup: int) -> optax.Schedule:
     """Global-norm clip threshold: `during_warmup` for the first `warmup` steps, then `after`."""
     if during_warmup <= 0 or after <= 0 or warmup < 0:
-        raise ValueError(f"clip thresholds must be > 0 and clip_warmup_steps >= 0, got {during_warmup}, {after}, {warmup}")
+        raise ConfigError(f"clip thresholds must be > 0 and clip_warmup_steps >= 0, got {during_warmup}, {after}, {warmup}")
     if warmup == 0:
         return optax.constant_schedule(after)
     return optax.join_schedules([optax.constant_schedule(during_warmup), optax.constant_schedule(after)], [warmup])
@@ -62,7 +63,7 @@ def decay_mask(params):
 def base_optimizer(cfg: ml_collections.ConfigDict):
     """(peak lr, learning_rate → GradientTransformation) for `cfg.name`, its keys read here once."""
     if cfg.name not in OPTIMIZERS:
-        raise ValueError(f"optim.name must be one of {OPTIMIZERS}, got {cfg.name!r}")
+        raise ConfigError(f"optim.name must be one of {OPTIMIZERS}, got {cfg.name!r}")
     if cfg.name == "adamw":
         c = cfg.adamw
         b1, b2, wd = c.b1, c.b2, c.weight_decay

@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from muse_jax.config_error import ConfigError
+
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 CAST_NAMES = ("kernel", "embedding", "scale", "bias")
 
@@ -44,5 +46,5 @@ class Precision(NamedTuple):
         names = (train_cfg.param_dtype, train_cfg.compute_dtype)
         for key, name in zip(("param_dtype", "compute_dtype"), names):
             if name not in DTYPES:
-                raise ValueError(f"train.{key} must be one of {tuple(DTYPES)}, got {name!r}")
+                raise ConfigError(f"train.{key} must be one of {tuple(DTYPES)}, got {name!r}")
         return cls(*(jnp.dtype(DTYPES[n]) for n in names))

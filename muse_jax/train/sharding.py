@@ -21,6 +21,8 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
+from muse_jax.config_error import ConfigError
+
 MESH_AXES = ("data", "fsdp")
 BATCH_AXES = ("data", "fsdp")
 MIN_SHARDED_SIZE = 2**12
@@ -48,13 +50,13 @@ def make_mesh(data: int, fsdp: int) -> Mesh:
     """A (data, fsdp) mesh over all devices; a size of −1 takes the devices the other leaves."""
     n = jax.device_count()
     if data == -1 and fsdp == -1:
-        raise ValueError("mesh.data and mesh.fsdp cannot both be -1")
+        raise ConfigError("mesh.data and mesh.fsdp cannot both be -1")
     if data == -1:
         data = n // fsdp
     if fsdp == -1:
         fsdp = n // data
     if data < 1 or fsdp < 1 or data * fsdp != n:
-        raise ValueError(f"mesh.data × mesh.fsdp = {data} × {fsdp} must equal the device count {n}")
+        raise ConfigError(f"mesh.data × mesh.fsdp = {data} × {fsdp} must equal the device count {n}")
     return jax.make_mesh((data, fsdp), MESH_AXES, axis_types=(AxisType.Auto, AxisType.Auto))
 
 

@@ -20,6 +20,7 @@ import jax
 import ml_collections
 from flax import nnx
 
+from muse_jax.config_error import ConfigError
 from muse_jax.model.lm import build_model
 from muse_jax.train.optimizer import build_optimizer
 from muse_jax.train.precision import Precision, cast_weights
@@ -66,7 +67,7 @@ class TrainSetup:
     def check_batch_size(self, batch_size: int) -> None:
         shards = batch_shards(self.mesh)
         if batch_size % shards:
-            raise ValueError(f"train.batch_size ({batch_size}) must divide by mesh.data × mesh.fsdp ({shards}): "
+            raise ConfigError(f"train.batch_size ({batch_size}) must divide by mesh.data × mesh.fsdp ({shards}): "
                              "the global batch is split over every device")
 
     def on_device(self, params):

@@ -25,6 +25,7 @@ import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
+from muse_jax.config_error import ConfigError
 from muse_jax.model.router import routing_metrics
 from muse_jax.train.precision import Precision, cast_weights
 from muse_jax.train.optimizer import optimizer_metrics
@@ -72,7 +73,7 @@ def split_micro_batches(batch: dict, num_micro: int, sharding: NamedSharding | N
 
     def split(x):
         if x.shape[0] % num_micro:
-            raise ValueError(f"train.batch_size ({x.shape[0]}) must be divisible by train.grad_accum_steps ({num_micro})")
+            raise ConfigError(f"train.batch_size ({x.shape[0]}) must be divisible by train.grad_accum_steps ({num_micro})")
         micro = x.reshape(num_micro, x.shape[0] // num_micro, *x.shape[1:])
         if sharding is None or num_micro == 1 or (x.shape[0] // num_micro) % sharding.num_devices:
             return micro
@@ -121,11 +122,11 @@ def make_step_phases(graphdef: nnx.GraphDef, tx: optax.GradientTransformationExt
     through `Precision`)."""
     num_micro, label_smoothing, ema_decay = int(cfg.grad_accum_steps), float(cfg.label_smoothing), float(cfg.ema_decay)
     if not 1 <= num_micro <= MAX_GRAD_ACCUM_STEPS:
-        raise ValueError(f"train.grad_accum_steps must be in [1, {MAX_GRAD_ACCUM_STEPS}], got {num_micro}")
+        raise ConfigError(f"train.grad_accum_steps must be in [1, {MAX_GRAD_ACCUM_STEPS}], got {num_micro}")
     if not 0 <= label_smoothing < 1:
-        raise ValueError(f"train.label_smoothing must be in [0, 1), got {label_smoothing}")
+        raise ConfigError(f"train.label_smoothing must be in [0, 1), got {label_smoothing}")
     if not 0 <= ema_decay < 1:
-        raise ValueError(f"train.ema_decay must be in [0, 1) (0 = off), got {ema_decay}")
+        raise ConfigError(f"train.ema_decay must be in [0, 1) (0 = off), got {ema_decay}")
     compute_dtype = Precision.from_config(cfg).compute_dtype
 
     def init_state(params, rng: jax.Array) -> TrainState:
