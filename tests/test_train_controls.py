@@ -9,11 +9,12 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
+from test_model import ALL_ON, set_model_keys
 from test_train import Interrupt, interrupt_after
 
 from muse_jax.model.lm import LanguageModel
 from muse_jax.train import loop
-from muse_jax.train.optimizer import build_optimizer, optimizer_metrics
+from muse_jax.train.optimizer import build_optimizer, decay_mask, optimizer_metrics
 from muse_jax.train.step import accumulate_gradients, ema_update, make_train_step, smoothed_cross_entropy
 
 
@@ -146,3 +147,17 @@ def test_accumulated_run_with_every_control_resumes_exactly(tiny_config, monkeyp
     loop.train(tiny_config, "日本")
     assert "resumed from step 4" in capsys.readouterr().out
     assert metric_rows(tiny_config.workdir) == expected  # losses, norms, lr, city, EMA val_loss
+
+
+def test_weight_decay_reaches_every_weight_matrix_and_nothing_else(tiny_config):
+    """All components on (TT embedding, low-rank linears, MoE, BK): decayed = the kernels, the
+    embedding table or its TT cores; never a norm scale, bias, energy or width."""
+    model = LanguageModel(set_model_keys(tiny_config.model, ALL_ON), 97, rngs=nnx.Rngs(0))
+    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))  # the train state's form
+    names = {jax.tree_util.keystr(p): bool(m) for p, m in jax.tree_util.tree_leaves_with_path(decay_mask(params))}
+    decayed = {n for n, m in names.items() if m}
+    assert any("core_vocab" in n for n in decayed) and any("factor_in" in n for n in decayed)
+    assert all(n.endswith(("'kernel']", "'embedding']", "'core_vocab_1']", "'core_vocab_2']", "'core_vocab_3']"))
+               for n in decayed)
+    assert not any(word in n for n in decayed for word in ("scale", "bias", "energy", "width"))
+    assert len(decayed) < len(names)

@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from muse_jax.config_error import ConfigError
+from muse_jax.model import bk_scan
 from muse_jax.model.bk_core import IMPLS, causal_resolvent_diag
 
 APPLY_SCANS = ("associative", "sequential")
@@ -41,7 +42,7 @@ def apply_scan_for(impl: str) -> str:
     if impl not in IMPLS:
         raise ConfigError(f"unknown impl {impl!r}; valid impls are {IMPLS}")
     if impl == "auto":
-        return "sequential" if jax.default_backend() == "cpu" else "associative"
+        impl = bk_scan.auto_impl()
     return "associative" if impl == "associative" else "sequential"
 
 

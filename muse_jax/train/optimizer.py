@@ -53,11 +53,14 @@ def clip_threshold_schedule(during_warmup: float, after: float, warmup: int) -> 
     return optax.join_schedules([optax.constant_schedule(during_warmup), optax.constant_schedule(after)], [warmup])
 
 
+DECAYED = ("kernel", "embedding", "core_vocab_1", "core_vocab_2", "core_vocab_3")
+
+
 def decay_mask(params):
-    """Weight decay on matrices (Linear kernels, embeddings) only, not on norms, biases or z."""
-    return jax.tree_util.tree_map_with_path(
-        lambda path, _: getattr(path[-1], "key", None) in ("kernel", "embedding"), params
-    )
+    """Weight decay on the weight matrices only: Linear kernels (low-rank factors included), the
+    embedding table and its tensor-train cores (`model.embedding=htt`); not on norms, biases or
+    the resolvent's energies and widths."""
+    return jax.tree_util.tree_map_with_path(lambda path, _: getattr(path[-1], "key", None) in DECAYED, params)
 
 
 def base_optimizer(cfg: ml_collections.ConfigDict):
