@@ -16,7 +16,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.bk.channels = 96
     c.train.steps = 977  # ceil(2,000,000 / (16 × 128))
     c.train.eval_every = 49  # 49 × 2048 = 100,352 tokens
-    c.train.eval_batches = 7  # the whole demo validation split
+    c.train.eval_batches = 7  # all the whole batches of the demo validation split: 14,336 of its 15,284 targets
     c.train.checkpoint_every = 49
     c.train.keep_checkpoints = 1
     c.train.log_every = 49

@@ -71,6 +71,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.train.eval_batches = 8
     c.train.checkpoint_every = 200
     c.train.keep_checkpoints = 2
+    c.train.profile_start = 0  # > 0: jax.profiler trace of steps profile_start.. into workdir/profile (0 = off)
+    c.train.profile_steps = 5  # how many steps the trace covers
 
     c.optim = ml_collections.ConfigDict()
     c.optim.name = "adamw"  # adamw | symplectic | bk_hyper_sgd (each reads its own section below)

@@ -161,3 +161,20 @@ def test_weight_decay_reaches_every_weight_matrix_and_nothing_else(tiny_config):
                for n in decayed)
     assert not any(word in n for n in decayed for word in ("scale", "bias", "energy", "width"))
     assert len(decayed) < len(names)
+
+
+def test_profile_window_writes_a_trace(tiny_config):
+    tiny_config.train.steps = 4
+    tiny_config.train.profile_start, tiny_config.train.profile_steps = 2, 2
+    loop.train(tiny_config, "日本")
+    traces = [f for _, _, files in os.walk(os.path.join(tiny_config.workdir, "profile")) for f in files]
+    assert any(f.endswith(".xplane.pb") for f in traces), traces
+
+
+def test_profile_settings_out_of_range_are_an_error(tiny_config):
+    from muse_jax.config_error import ConfigError
+    from muse_jax.train.profiling import StepProfiler
+
+    tiny_config.train.profile_steps = 0
+    with pytest.raises(ConfigError, match="train.profile_steps"):
+        StepProfiler(tiny_config.train, tiny_config.workdir, True)

@@ -27,6 +27,7 @@ from muse_jax.model.param_count import describe_parameter_counts, parameter_coun
 from muse_jax.sampling import SamplingSettings
 from muse_jax.train.checkpoint import Checkpointer
 from muse_jax.train.metrics import MetricsLog, Progress
+from muse_jax.train.profiling import StepProfiler
 from muse_jax.train.sharding import initialize_distributed
 from muse_jax.train.state import TrainSetup
 from muse_jax.train.step import TrainState, evaluate
@@ -171,8 +172,11 @@ def train(cfg: ml_collections.ConfigDict, prompt: str) -> dict:
     if not resumed:  # a step-0 row: stored and dense-equivalent parameter counts
         log.metrics.write(start, {f"params_{k}": v for k, v in param_counts.items()})
     state = run.state
+    profiler = StepProfiler(t, run.workdir, primary)
     for step in range(start + 1, run.steps + 1):
+        profiler.before_step(step)
         state, metrics = train_step(state, run.setup.place_batch(next(iterator)))
+        profiler.after_step(step, state)
         log.flush()  # the previous step's metrics: reading them now never stalls the device
         if step % t.log_every == 0 or step == run.steps:
             log.defer(step, metrics)
@@ -187,6 +191,7 @@ def train(cfg: ml_collections.ConfigDict, prompt: str) -> dict:
             if is_save:
                 run.checkpointer.save(step, state, iterator.get_state())
             log.restart_clock(step)
+    profiler.stop(state)
     log.metrics.close()
     run.checkpointer.close()
     run.state = state

@@ -1,0 +1,43 @@
+"""An optional `jax.profiler` trace of a window of training steps (`train.profile_*`).
+
+    train.profile_start = k > 0, train.profile_steps = n:  steps k .. k+n-1 are traced into
+    workdir/profile/plugins/profile/<date>/ (`*.xplane.pb` for TensorBoard's profile plugin /
+    xprof, `*.trace.json.gz` for Perfetto). Step k is normally past the first step's compilation.
+
+Only process 0 traces. The trace ends after step k+n-1's results are ready (so its device work is
+inside the window), or when training ends first.
+"""
+
+import os
+
+import jax
+import ml_collections
+
+from muse_jax.config_error import ConfigError
+
+
+class StepProfiler:
+    def __init__(self, train_cfg: ml_collections.ConfigDict, workdir: str, primary: bool):
+        self.start, self.steps = int(train_cfg.profile_start), int(train_cfg.profile_steps)
+        if self.start < 0 or self.steps < 1:
+            raise ConfigError(f"train.profile_start must be >= 0 (0 = off) and train.profile_steps >= 1, "
+                              f"got {self.start}, {self.steps}")
+        self.enabled = primary and self.start > 0
+        self.directory = os.path.join(workdir, "profile")
+        self.active = False
+
+    def before_step(self, step: int) -> None:
+        if self.enabled and step == self.start:
+            jax.profiler.start_trace(self.directory)
+            self.active = True
+
+    def after_step(self, step: int, state) -> None:
+        if self.active and step == self.start + self.steps - 1:
+            self.stop(state)
+
+    def stop(self, state) -> None:
+        """End the trace (if one is running) once `state` is computed."""
+        if self.active:
+            jax.block_until_ready(state)
+            jax.profiler.stop_trace()
+            self.active = False
