@@ -77,7 +77,8 @@ def row_of(spec: RunSpec, metrics: list[dict]) -> dict:
 def held_out_losses(files: list[str], data_cache: str):
     """The `after` hook of the sweep: the final checkpoint's loss on each --eval file."""
     def after(spec: RunSpec, workdir: str) -> dict:
-        return {"eval_files": {path: evaluate_on_file(spec, workdir, data_cache, path)["val_loss"] for path in files}}
+        return {"eval_files": {path: evaluate_on_file(spec, workdir, data_cache, os.path.abspath(path))["val_loss"]
+                               for path in files}}
     return after
 
 
@@ -172,7 +173,7 @@ def main() -> None:
     p.add_argument("--workdir", default=os.path.join(ROOT, "workdirs", "ablation"), help="run workdirs (checkpoints)")
     p.add_argument("--eval", default="", help="comma-separated UTF-8 text files to evaluate every final checkpoint on")
     args = p.parse_args()
-    eval_files = tuple(os.path.abspath(f) for f in args.eval.split(",") if f)
+    eval_files = tuple(f for f in args.eval.split(",") if f)  # as given: the keys of runs.jsonl and summary
     missing = [f for f in eval_files if not os.path.isfile(f)]
     if missing:
         raise SystemExit(f"error: --eval file(s) not found: {missing}")

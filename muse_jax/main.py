@@ -6,6 +6,7 @@ inconsistent with another (`muse_jax.config_error.ConfigError`, raised where the
 is reported the same way: one line, exit status 2.
 """
 
+import os
 import re
 import sys
 
@@ -69,14 +70,17 @@ def main(argv: list[str]) -> None:
     except Exception as e:  # the config file itself: missing, or failing to import
         fail(f"cannot load config {flags.FLAGS['config'].config_filename!r}: {str(e).strip().splitlines()[-1].strip()}")
     logging.set_verbosity(logging.WARNING)  # orbax / XLA info lines would drown the progress line
+    eval_file = _EVAL_FILE.value
+    if eval_file is not None and _MODE.value != "eval":
+        fail("--eval_file is read by --mode=eval only")
+    if eval_file is not None and not os.path.isfile(eval_file):
+        fail(f"--eval_file {eval_file!r}: no such file")
     if _MODE.value == "prepare":  # data only: JAX is never imported
         from muse_jax.data.prepared import run_prepare
 
         run_prepare(cfg.data, cfg.workdir)
         return
     prompt = prompt_text()
-    if _EVAL_FILE.value is not None and _MODE.value != "eval":
-        fail("--eval_file is read by --mode=eval only")
     from muse_jax.sampling import SamplingSettings
 
     try:  # a bad sample.* value fails now, not after training
@@ -93,7 +97,7 @@ def main(argv: list[str]) -> None:
         if not dry_run(cfg)["fits"]:
             sys.exit(1)
     elif _MODE.value == "eval":
-        loop.evaluate_checkpoint(cfg, _EVAL_FILE.value)
+        loop.evaluate_checkpoint(cfg, eval_file)
     elif _MODE.value == "chat":
         from muse_jax.chat import chat
 

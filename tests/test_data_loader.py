@@ -13,7 +13,7 @@ import pytest
 
 from muse_jax.data.errors import DataError
 from muse_jax.data.mixture import train_dataset, validation_tokens
-from muse_jax.data.packing import eval_batches
+from muse_jax.data.packing import eval_batches, window_batches
 from muse_jax.data.prepare import META_FILE, PREPARED_FORMAT_VERSION, TOKENIZER_FILE
 from muse_jax.data.prepared import load_prepared
 from muse_jax.data.shards import ShardWriter
@@ -167,3 +167,10 @@ def test_eval_batches():
     assert len(tiny) == 1 and tiny[0]["inputs"].shape == (1, SEQ)
     with pytest.raises(DataError, match="too short"):
         eval_batches(np.arange(SEQ), SEQ, BATCH, 10)
+
+
+def test_window_batches_keep_every_window():
+    tokens = np.arange(SEQ * 9 + 3)  # 9 windows -> batches of 4, 4 and 1, the 2-token tail unused
+    batches = list(window_batches(tokens, SEQ, BATCH))
+    assert [b["inputs"].shape for b in batches] == [(BATCH, SEQ), (BATCH, SEQ), (1, SEQ)]
+    np.testing.assert_array_equal(np.concatenate([b["targets"] for b in batches]).ravel(), tokens[1:SEQ * 9 + 1])

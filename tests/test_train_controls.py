@@ -178,3 +178,21 @@ def test_profile_settings_out_of_range_are_an_error(tiny_config):
     tiny_config.train.profile_steps = 0
     with pytest.raises(ConfigError, match="train.profile_steps"):
         StepProfiler(tiny_config.train, tiny_config.workdir, True)
+
+
+@pytest.mark.parametrize("key", ["log_every", "eval_every", "seq_len"])
+def test_zero_counts_are_a_config_error_before_anything_is_written(tiny_config, key):
+    from muse_jax.config_error import ConfigError
+
+    tiny_config.train[key] = 0
+    with pytest.raises(ConfigError, match=f"train.{key} must be >= 1"):
+        loop.train(tiny_config, "日本")
+    assert not os.path.exists(tiny_config.workdir)
+
+
+def test_a_profile_window_the_run_never_reaches_is_a_warning(tiny_config, capsys):
+    tiny_config.train.steps, tiny_config.optim.warmup_steps = 2, 1
+    tiny_config.train.profile_start = 5
+    loop.train(tiny_config, "日本")
+    assert "warning: train.profile_start=5 is not among the steps this run takes (1..2)" in capsys.readouterr().out
+    assert not os.path.exists(os.path.join(tiny_config.workdir, "profile"))

@@ -14,14 +14,14 @@ to back needs no padding and no separator.
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, Iterator
 
 import grain
 import numpy as np
 
 from muse_jax.data.errors import DataError
 
-__all__ = ["PackedWindowsIterDataset", "to_batch", "eval_batches"]
+__all__ = ["PackedWindowsIterDataset", "to_batch", "eval_batches", "window_batches"]
 
 
 def to_batch(windows) -> dict[str, np.ndarray]:
@@ -122,3 +122,12 @@ def eval_batches(
         to_batch([tokens[j * seq_len: j * seq_len + seq_len + 1] for j in range(b * rows, (b + 1) * rows)])
         for b in range(num_batches)
     ]
+
+
+def window_batches(tokens: np.ndarray, seq_len: int, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+    """Every window of ``tokens`` (window ``j`` as in :func:`eval_batches`), in consecutive
+    batches of ``batch_size`` rows, the last one smaller: every target token once, none dropped."""
+    num_windows = (len(tokens) - 1) // seq_len
+    for start in range(0, num_windows, batch_size):
+        rows = range(start, min(start + batch_size, num_windows))
+        yield to_batch([tokens[j * seq_len: j * seq_len + seq_len + 1] for j in rows])

@@ -110,7 +110,7 @@ def _prepare(a, kappa, z, mask_first=True):
 
 def _check_impl(impl):
     if impl not in IMPLS:
-        raise ConfigError(f"unknown impl {impl!r}; valid impls are {IMPLS}")
+        raise ConfigError(f"unknown impl {impl!r} (model.bk.scan_impl); valid impls are {IMPLS}")
 
 
 def _resolve(impl, compensated=False):

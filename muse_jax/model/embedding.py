@@ -50,6 +50,9 @@ class DenseTable(nnx.Module):
         return self.embedding[...]
 
 
+TT_CORE_NAMES = ("core_vocab_1", "core_vocab_2", "core_vocab_3")  # TTTable's parameters (cast, decayed)
+
+
 class TTTable(nnx.Module):
     """E as three TT cores (see `tensor_train.py`): vocab padded to v³, D = d1·d2·d3."""
 

@@ -40,7 +40,7 @@ def apply_scan_for(impl: str) -> str:
     """The scan that evaluates (2) for a `bk_core` impl: `associative` for `associative` (and for
     `auto` off CPU, where that is bk_core's choice too), `lax.scan` otherwise."""
     if impl not in IMPLS:
-        raise ConfigError(f"unknown impl {impl!r}; valid impls are {IMPLS}")
+        raise ConfigError(f"unknown impl {impl!r} (model.bk.scan_impl); valid impls are {IMPLS}")
     if impl == "auto":
         impl = bk_scan.auto_impl()
     return "associative" if impl == "associative" else "sequential"

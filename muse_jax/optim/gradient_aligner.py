@@ -45,13 +45,13 @@ def gradient_aligner(
     took away (the original removed 5–9 % without saying so).
     """
     if not -1.0 <= min_alignment <= 0.0:
-        raise ConfigError(f"aligner min_alignment must be in [-1, 0], got {min_alignment}")
+        raise ConfigError(f"optim.aligner.min_alignment must be in [-1, 0], got {min_alignment}")
     if not 0.0 <= strength <= 1.0:
-        raise ConfigError(f"aligner strength must be in [0, 1], got {strength}")
+        raise ConfigError(f"optim.aligner.strength must be in [0, 1], got {strength}")
     if not 0.0 <= reference_decay < 1.0:
-        raise ConfigError(f"aligner reference_decay must be in [0, 1), got {reference_decay}")
+        raise ConfigError(f"optim.aligner.reference_decay must be in [0, 1), got {reference_decay}")
     if warmup < 0:
-        raise ConfigError(f"aligner warmup must be >= 0, got {warmup}")
+        raise ConfigError(f"optim.aligner.warmup must be >= 0, got {warmup}")
 
     def init(params):  # a fresh buffer per field: the train step donates the state
         return AlignerState(optax.tree.zeros_like(params), jnp.zeros([], jnp.int32),

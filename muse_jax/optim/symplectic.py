@@ -49,7 +49,7 @@ def symplectic_leapfrog(
     matrix, so the method is then NOT symplectic; it trades that for scale invariance.
     """
     if not 0.0 <= friction < 1.0:
-        raise ConfigError(f"symplectic friction must be in [0, 1), got {friction}")
+        raise ConfigError(f"optim.symplectic.friction must be in [0, 1), got {friction}")
     retention = 1.0 - friction
 
     def init(params):

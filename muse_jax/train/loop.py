@@ -18,7 +18,7 @@ from jax.experimental import multihost_utils
 from muse_jax.config_error import ConfigError
 from muse_jax.data.errors import DataError
 from muse_jax.data.mixture import train_dataset, validation_tokens
-from muse_jax.data.packing import eval_batches
+from muse_jax.data.packing import eval_batches, window_batches
 from muse_jax.data.prepared import PreparedData, prepared_for_training
 from muse_jax.data.settings import DataSettings
 from muse_jax.data.tokenizer import load_tokenizer
@@ -43,14 +43,27 @@ def prepared_once(settings: DataSettings) -> PreparedData:
     return data or prepared_for_training(settings)
 
 
+COUNTS = ("steps", "batch_size", "seq_len", "eval_batches", "log_every", "eval_every", "checkpoint_every",
+          "keep_checkpoints")
+
+
+def check_counts(t: ml_collections.ConfigDict) -> None:
+    """The train.* counts that size batches or divide step numbers: each must be >= 1."""
+    for key in COUNTS:
+        if int(t[key]) < 1:
+            raise ConfigError(f"train.{key} must be >= 1, got {t[key]}")
+
+
 class Run:
     """Everything a mode needs, built once from the config: data, model, optimizer, mesh, checkpoints.
     The state exists after `restore_latest()`: restored from the latest checkpoint, or created."""
 
     def __init__(self, cfg: ml_collections.ConfigDict):
+        check_counts(cfg.train)  # before anything is prepared or written
         initialize_distributed()  # before JAX touches a device
         self.cfg = cfg
         self.workdir = cfg.workdir
+        self.profiler = StepProfiler(cfg.train, self.workdir, jax.process_index() == 0)
         os.makedirs(self.workdir, exist_ok=True)
         self.seed = int(cfg.seed)
         self.data: PreparedData = prepared_once(DataSettings.from_config(cfg.data, self.workdir))
@@ -81,13 +94,15 @@ class Run:
         memory (a copy when train.offload_params keeps them on the host)."""
         return self.setup.on_device(state.ema_params if self.eval_use_ema else state.params)
 
-    def validation(self, params, tokens=None, max_batches: int | None = None) -> dict:
-        """Mean loss over `tokens` (default: the validation split, train.eval_batches batches)."""
+    def validation(self, params, tokens=None) -> dict:
+        """Mean loss on the validation split (train.eval_batches batches), or on every window of
+        `tokens`."""
         t = self.cfg.train
-        tokens = self.val_tokens if tokens is None else tokens
-        batches = eval_batches(tokens, t.seq_len, t.batch_size, max_batches or t.eval_batches)
-        eval_step = self.setup.eval_step(batches[0]["inputs"].shape[0])  # eval_batches: one shape
-        return evaluate(eval_step, params, [self.setup.place_batch(b) for b in batches])
+        if tokens is None:
+            batches = eval_batches(self.val_tokens, t.seq_len, t.batch_size, t.eval_batches)
+        else:
+            batches = window_batches(tokens, t.seq_len, t.batch_size)
+        return evaluate(self.setup.eval_step, params, (self.setup.place_batch(b) for b in batches))
 
     def sample(self, prompt: str) -> str:
         """The prompt and its continuation (prefill, then recurrent decoding: muse_jax/generate.py)."""
@@ -172,7 +187,9 @@ def train(cfg: ml_collections.ConfigDict, prompt: str) -> dict:
     if not resumed:  # a step-0 row: stored and dense-equivalent parameter counts
         log.metrics.write(start, {f"params_{k}": v for k, v in param_counts.items()})
     state = run.state
-    profiler = StepProfiler(t, run.workdir, primary)
+    profiler = run.profiler
+    if (skipped := profiler.skipped_window(start, run.steps)) and primary:
+        say(skipped)
     for step in range(start + 1, run.steps + 1):
         profiler.before_step(step)
         state, metrics = train_step(state, run.setup.place_batch(next(iterator)))
@@ -216,12 +233,15 @@ def evaluate_checkpoint(cfg: ml_collections.ConfigDict, eval_file: str | None = 
         result = run.validation(run.eval_params(run.state))
     else:
         tokens = run.data.text_file_ids(load_tokenizer(run.data.tokenizer_path), eval_file)
-        if len(tokens) < cfg.train.seq_len + 1:
+        seq_len = cfg.train.seq_len
+        if len(tokens) < seq_len + 1:
             raise DataError(f"{eval_file}: {len(tokens)} tokens, too few for one window of train.seq_len + 1 = "
-                            f"{cfg.train.seq_len + 1}")
-        result = {"eval_file": eval_file, **run.validation(run.eval_params(run.state), tokens, len(tokens))}
+                            f"{seq_len + 1}")
+        result = {"eval_file": eval_file, "targets": (len(tokens) - 1) // seq_len * seq_len,
+                  **run.validation(run.eval_params(run.state), tokens)}
     result = {"step": int(run.state.step), **result}
-    print(json.dumps(result, ensure_ascii=False))
+    if jax.process_index() == 0:
+        print(json.dumps(result, ensure_ascii=False))
     return result
 
 

@@ -17,6 +17,7 @@ import ml_collections
 import optax
 
 from muse_jax.config_error import ConfigError
+from muse_jax.model.embedding import TT_CORE_NAMES
 from muse_jax.optim.bk_hyper_sgd import bk_hyper_sgd
 from muse_jax.optim.grad_norm import record_clipped_norm
 from muse_jax.optim.gradient_aligner import gradient_aligner
@@ -47,13 +48,14 @@ def learning_rate_schedule(peak: float, warmup: int, min_lr_ratio: float, total_
 def clip_threshold_schedule(during_warmup: float, after: float, warmup: int) -> optax.Schedule:
     """Global-norm clip threshold: `during_warmup` for the first `warmup` steps, then `after`."""
     if during_warmup <= 0 or after <= 0 or warmup < 0:
-        raise ConfigError(f"clip thresholds must be > 0 and clip_warmup_steps >= 0, got {during_warmup}, {after}, {warmup}")
+        raise ConfigError(f"optim.grad_clip_warmup, optim.grad_clip must be > 0 and optim.clip_warmup_steps >= 0, "
+                          f"got {during_warmup}, {after}, {warmup}")
     if warmup == 0:
         return optax.constant_schedule(after)
     return optax.join_schedules([optax.constant_schedule(during_warmup), optax.constant_schedule(after)], [warmup])
 
 
-DECAYED = ("kernel", "embedding", "core_vocab_1", "core_vocab_2", "core_vocab_3")
+DECAYED = ("kernel", "embedding", *TT_CORE_NAMES)
 
 
 def decay_mask(params):

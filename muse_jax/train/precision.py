@@ -2,7 +2,7 @@
 in `train.compute_dtype` (e.g. float32 master weights, bfloat16 compute).
 
 Cast are the layer weights — leaves named `kernel`, `embedding`, `scale`, `bias` and the
-tensor-train cores `core_*` — once when the state is created (to param_dtype) and inside the loss
+tensor-train cores (`TT_CORE_NAMES`) — once when the state is created (to param_dtype) and inside the loss
 function before `nnx.merge` (to compute_dtype; the cast's transpose returns float32 gradients
 to float32 weights). The activations follow the weights: every block linear multiplies in its
 input's dtype. Kept in float32 whatever the settings: the BK spectral parameter z (`energy`,
@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from muse_jax.config_error import ConfigError
+from muse_jax.model.embedding import TT_CORE_NAMES
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 CAST_NAMES = ("kernel", "embedding", "scale", "bias")
@@ -25,7 +26,7 @@ CAST_NAMES = ("kernel", "embedding", "scale", "bias")
 
 def is_cast(path) -> bool:
     name = str(getattr(path[-1], "key", ""))
-    return name in CAST_NAMES or name.startswith("core_")
+    return name in CAST_NAMES or name in TT_CORE_NAMES
 
 
 def cast_weights(params, dtype):

@@ -26,6 +26,13 @@ class StepProfiler:
         self.directory = os.path.join(workdir, "profile")
         self.active = False
 
+    def skipped_window(self, done: int, last: int) -> str | None:
+        """A warning when the window does not start within this run's steps done+1 .. last."""
+        if self.enabled and not done < self.start <= last:
+            return (f"warning: train.profile_start={self.start} is not among the steps this run takes "
+                    f"({done + 1}..{last}): no profile")
+        return None
+
     def before_step(self, step: int) -> None:
         if self.enabled and step == self.start:
             jax.profiler.start_trace(self.directory)

@@ -16,7 +16,7 @@ Precision: the loss function casts the layer weights to `train.compute_dtype` be
 `nnx.merge` (`precision.py`); gradients come back in the stored dtype.
 """
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Iterable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -205,9 +205,12 @@ def make_eval_step(graphdef: nnx.GraphDef, param_shardings=None, batch_sharding:
                    out_shardings=batch_sharding.update(spec=PartitionSpec()))
 
 
-def evaluate(eval_step, params, batches) -> dict:
-    """Token-weighted mean loss over fixed validation batches, and its perplexity."""
-    total = sum(float(eval_step(params, b)) for b in batches)
-    count = sum(b["targets"].size for b in batches)
+def evaluate(step_for_rows: Callable[[int], Callable], params, batches: Iterable[dict]) -> dict:
+    """Token-weighted mean loss over `batches` (consumed one at a time, so an iterator keeps one on
+    the device), and its perplexity. `step_for_rows(rows)`: the eval step for batches of that size."""
+    total, count = 0.0, 0
+    for b in batches:
+        total += float(step_for_rows(b["inputs"].shape[0])(params, b))
+        count += b["targets"].size
     val_loss = total / count
     return {"val_loss": val_loss, "val_ppl": float(jnp.exp(val_loss))}
