@@ -82,28 +82,28 @@ def held_out_losses(files: list[str], data_cache: str):
     return after
 
 
-def diff_vs_none(runs: list[dict], base: dict[int, float], loss) -> dict | None:
-    """Paired (by seed) difference of `loss(run)` to the `none` run of the same seed."""
+def diff_vs_none(runs: list[dict], none_runs: list[dict], loss) -> dict | None:
+    """Paired (by seed) difference of `loss(run)` to that of the `none` run of the same seed."""
+    base = {r["seed"]: loss(r) for r in none_runs}
     paired = [(loss(r), base[r["seed"]]) for r in runs if r["seed"] in base]
     return paired_difference([p[0] for p in paired], [p[1] for p in paired]) if len(paired) >= 2 else None
 
 
 def summarize(rows: list[dict], variants: list[str], tokens: int, eval_files: tuple[str, ...] = ()) -> dict:
     by_variant = {v: sorted((r for r in rows if r["variant"] == v), key=lambda r: r["seed"]) for v in variants}
+    none_runs = by_variant.get("none", [])
     summary = {}
     for v, runs in by_variant.items():
         losses = [r["val_loss"] for r in runs]
         entry = {"n_seeds": len(runs), "params": runs[0]["params"], "val_loss_mean": mean(losses),
                  "val_loss_sd": sample_sd(losses), "val_ppl_mean": mean([r["val_ppl"] for r in runs]),
                  "val_losses": losses}
-        base = {r["seed"]: r["val_loss"] for r in by_variant.get("none", [])}
-        if v != "none" and (d := diff_vs_none(runs, base, lambda r: r["val_loss"])):
+        if v != "none" and (d := diff_vs_none(runs, none_runs, lambda r: r["val_loss"])):
             entry["diff_vs_none"] = d
         for path in eval_files:
             file_losses = [r["eval_files"][path] for r in runs]
-            base = {r["seed"]: r["eval_files"][path] for r in by_variant.get("none", [])}
             e = {"loss_mean": mean(file_losses), "loss_sd": sample_sd(file_losses), "losses": file_losses}
-            if v != "none" and (d := diff_vs_none(runs, base, lambda r: r["eval_files"][path])):
+            if v != "none" and (d := diff_vs_none(runs, none_runs, lambda r: r["eval_files"][path])):
                 e["diff_vs_none"] = d
             entry.setdefault("eval_files", {})[path] = e
         if v in ORIGINAL_CLAIMED_PPL:

@@ -83,10 +83,7 @@ def main(argv: list[str]) -> None:
     prompt = prompt_text()
     from muse_jax.sampling import SamplingSettings
 
-    try:  # a bad sample.* value fails now, not after training
-        SamplingSettings.from_config(cfg.sample)
-    except ConfigError as e:
-        fail(str(e))
+    SamplingSettings.from_config(cfg.sample)  # a bad sample.* value fails now, not after training
     from muse_jax.train import loop  # after the config loads: bad input fails fast, before JAX loads
 
     if _MODE.value == "train":
@@ -111,9 +108,7 @@ def run() -> None:
         app.run(main, flags_parser=parse_flags)
     except KeyboardInterrupt:
         sys.exit(130)
-    except DataError as e:  # bad or missing input data: one line naming file, line and byte offset
-        fail(str(e))
-    except ConfigError as e:  # a config value out of range or inconsistent: one line naming the key
+    except (DataError, ConfigError) as e:  # bad input data (file, line, byte) or config value (key): one line
         fail(str(e))
 
 

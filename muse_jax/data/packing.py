@@ -14,6 +14,7 @@ to back needs no padding and no separator.
 from __future__ import annotations
 
 import copy
+import itertools
 from typing import Any, Iterator
 
 import grain
@@ -117,11 +118,7 @@ def eval_batches(
                         f"of seq_len + 1 = {seq_len + 1} tokens")
     num_windows = (len(tokens) - 1) // seq_len
     rows = min(batch_size, num_windows)
-    num_batches = min(max_batches, num_windows // rows)
-    return [
-        to_batch([tokens[j * seq_len: j * seq_len + seq_len + 1] for j in range(b * rows, (b + 1) * rows)])
-        for b in range(num_batches)
-    ]
+    return list(itertools.islice(window_batches(tokens, seq_len, rows), min(max_batches, num_windows // rows)))
 
 
 def window_batches(tokens: np.ndarray, seq_len: int, batch_size: int) -> Iterator[dict[str, np.ndarray]]:

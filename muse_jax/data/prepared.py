@@ -57,12 +57,17 @@ class PreparedData:
     def dtype(self) -> np.dtype:
         return np.dtype(self.meta["dtype"]).newbyteorder("<")
 
+    @property
+    def normalize_nfkc(self) -> bool:
+        """Whether the training text was NFKC-normalised (the prepared data's settings)."""
+        return bool(self.meta["settings"]["normalize_nfkc"])
+
     def prompt_ids(self, sp, text: str) -> list[int]:
         """`text` as a document start the model was trained on: EOS first (documents are
         EOS-separated), then the tokens of the text, NFKC-normalised when the training text was
         (the tokenizer itself normalises nothing), so "ＡＢＣ" or half-width ｶﾅ in a prompt meet
         the tokens training saw."""
-        if self.meta["settings"]["normalize_nfkc"]:
+        if self.normalize_nfkc:
             text = nfkc_normalize(text)
         return [self.eos_id] + sp.encode(text)
 
@@ -77,8 +82,7 @@ class PreparedData:
             raise DataError(f"{path}: cannot read ({e.strerror})") from None
         except UnicodeDecodeError as e:
             raise DataError(f"{path} (byte {e.start}): not UTF-8 text") from None
-        text = clean_document(text, bool(self.meta["settings"]["normalize_nfkc"]))
-        return np.asarray([self.eos_id] + sp.encode(text) + [self.eos_id], np.int32)
+        return np.asarray(self.prompt_ids(sp, clean_document(text, self.normalize_nfkc)) + [self.eos_id], np.int32)
 
     @property
     def source_names(self) -> list[str]:

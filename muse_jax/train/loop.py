@@ -188,7 +188,7 @@ def train(cfg: ml_collections.ConfigDict, prompt: str) -> dict:
         log.metrics.write(start, {f"params_{k}": v for k, v in param_counts.items()})
     state = run.state
     profiler = run.profiler
-    if (skipped := profiler.skipped_window(start, run.steps)) and primary:
+    if skipped := profiler.skipped_window(start, run.steps):
         say(skipped)
     for step in range(start + 1, run.steps + 1):
         profiler.before_step(step)
