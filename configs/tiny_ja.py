@@ -23,6 +23,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.n_layers = 4
     c.model.ffn_mult = 3  # hidden width of the gated MLP = ffn_mult * d_model
     c.model.n_heads = 4  # transformer only
+    c.model.output_mult = 4.0  # α of the tied head: logits = α h·E/d_model (euclidean, htt; μP read-out, docs/architecture.md)
     c.model.embedding = "euclidean"  # euclidean | hyperbolic | htt | hyperbolic_htt (tied head; docs/architecture.md)
     c.model.hyperbolic_c_min = 0.1  # hyperbolic*: ball curvature c = c_min + softplus(rho) >= c_min
     c.model.htt_rank = 16  # htt, hyperbolic_htt: tensor-train rank of the V x D embedding table
@@ -76,6 +77,8 @@ def get_config() -> ml_collections.ConfigDict:
 
     c.optim = ml_collections.ConfigDict()
     c.optim.name = "adamw"  # adamw | symplectic | bk_hyper_sgd (each reads its own section below)
+    c.optim.lr_base_width = 128  # μP: hidden matrices train at lr * lr_base_width / d_model; 0 = off (optim/width_scaling.py)
+    c.optim.embed_lr_mult = 32.0  # the embedding table (or TT cores) trains at lr * embed_lr_mult (μP: constant in width)
     c.optim.warmup_steps = 50  # linear warmup from 0 (0 = none), in optimizer steps
     c.optim.min_lr_ratio = 0.1  # cosine decays to lr * min_lr_ratio at train.steps
     c.optim.grad_clip = 1.0  # global-norm clip threshold after clip_warmup_steps

@@ -98,3 +98,61 @@ def test_eval_and_generate_modes_read_the_checkpoint(tiny_config, tmp_path, caps
 def test_no_checkpoint_is_a_clear_error(tiny_config):
     with pytest.raises(SystemExit, match="no checkpoint"):
         loop.evaluate_checkpoint(tiny_config)
+
+
+def test_device_memory_fields_absent_on_cpu_and_measured_where_the_backend_keeps_stats(tiny_config, monkeypatch):
+    """CPU: neither field appears (absent, not zero). A backend with allocator statistics (faked
+    here): every row carries device_peak_gib, step 0 the compiled step's prediction, and the
+    ahead-of-time compiled executable trains exactly like the jitted step."""
+    from muse_jax.train import device_memory
+
+    tiny_config.train.steps = 4
+    reference = tiny_config.copy_and_resolve_references()
+    reference.workdir = tiny_config.workdir + "_cpu"
+    loop.train(reference, "日本")
+    with open(os.path.join(reference.workdir, "metrics.jsonl"), encoding="utf-8") as f:
+        cpu_rows = [json.loads(line) for line in f]
+    assert not any({"device_peak_gib", "device_peak_estimate_gib"} & set(r) for r in cpu_rows)
+
+    monkeypatch.setattr(device_memory, "device_peak_gib", lambda: 0.25)
+    loop.train(tiny_config, "日本")
+    with open(os.path.join(tiny_config.workdir, "metrics.jsonl"), encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f]
+    assert all(r["device_peak_gib"] == 0.25 for r in rows)
+    estimate = [r for r in rows if "device_peak_estimate_gib" in r]
+    assert len(estimate) == 1 and estimate[0]["step"] == 0 and estimate[0]["device_peak_estimate_gib"] > 0
+    assert losses(tiny_config.workdir) == losses(reference.workdir)
+
+
+class FakeRows:
+    def __init__(self):
+        self.rows = []
+
+    def write(self, step, values):
+        self.rows.append((step, values))
+
+    def print(self, step, values):
+        pass
+
+
+class Ready:
+    def is_ready(self):
+        return True
+
+
+def test_tokens_per_sec_times_completed_work_when_dispatch_is_synchronous():
+    """Each step takes 1 s and its dispatch returns only when it is done (as with host offload):
+    every logged interval, the last included, must read 1 step per second (it read ∞ at the end)."""
+    now = [0.0]
+    rows = FakeRows()
+    log = loop.DelayedLog(rows, rows, tokens_per_step=1, step=0, clock=lambda: now[0])
+    steps = 5
+    for step in range(1, steps + 1):
+        now[0] += 1.0  # the dispatch ran the whole step
+        log.dispatched(step, Ready())
+        log.flush()
+        log.defer(step, {})
+        if step == steps:
+            log.flush()
+    assert [s for s, _ in rows.rows] == list(range(1, steps + 1))
+    assert [v["tokens_per_sec"] for _, v in rows.rows] == [1.0] * steps

@@ -55,6 +55,7 @@ def test_clip_threshold_warmup_then_clip_and_lr(tiny_config, tsp):
     cfg = tiny_config.optim
     cfg.warmup_steps, cfg.grad_clip_warmup, cfg.clip_warmup_steps, cfg.grad_clip = 0, 0.5, 2, 2.0
     cfg.tsp.enabled = tsp  # city 0 ("explore"): lr × 1.5, clip × 2
+    cfg.lr_base_width, cfg.embed_lr_mult = 0, 1.0  # one parameter group (no model to find groups in)
     tx = build_optimizer(cfg, 10, seed=0)
     params = {"w": jnp.zeros(3)}
     state = tx.init(params)
@@ -88,6 +89,7 @@ def test_nan_micro_batch_skips_the_whole_step(tiny_config):
     tiny_config.train.grad_accum_steps, tiny_config.train.ema_decay = 2, 0.9
     tiny_config.optim.aligner.enabled = tiny_config.optim.tsp.enabled = True
     graphdef, params = reciprocal_model()
+    tiny_config.optim.lr_base_width, tiny_config.optim.embed_lr_mult = 0, 1.0  # one parameter group
     init_state, train_step = make_train_step(graphdef, build_optimizer(tiny_config.optim, 8, 0), tiny_config.train)
     good = {"inputs": jnp.arange(1, 13).reshape(4, 3) % 7 + 1, "targets": jnp.arange(12).reshape(4, 3) % 8}
     bad = {**good, "inputs": good["inputs"].at[3, 1].set(0)}  # in the second micro-batch only

@@ -62,7 +62,7 @@ class BKMixer(nnx.Module):
         if self.semiseparable:
             self.values = linear.make(d_model, channels, rngs=rngs)
         n_features = (4 if self.semiseparable else 2) * channels
-        self.out = linear.make(n_features, d_model, rngs=rngs)
+        self.out = linear.make(n_features, d_model, width_fan_in=False, rngs=rngs)  # fan-in 2C or 4C: fixed
         self.gate = linear.make(d_model, d_model, rngs=rngs)
 
     @property

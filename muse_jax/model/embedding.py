@@ -3,9 +3,12 @@
 A *table* stores the V×D token matrix E (dense, or tensor-train cores); a *geometry* turns it
 into the input embedding and the tied logits:
 
-  euclidean   x_t = E_t;                         logits_t = h · E_t / √D
-              (E has unit-variance entries and h unit RMS, so logits start with unit variance
-              and the initial loss is ≈ ln V, as with a 1/√D-initialised table)
+  euclidean   x_t = E_t;                         logits_t = α · h · E_t / D
+              (α = `model.output_mult`. E has unit-variance entries and h unit RMS. The 1/D
+              readout is μP's: at init the residual stream holds the input token's own row E_s,
+              so h·E_s ≈ D, and a 1/√D head gave that token a logit ≈ 0.75 √D — 24 at D = 1024,
+              a first loss of 23 nats. With 1/D it is ≈ 0.75 α at every width, the other
+              logits have std α/√D, and the first loss is ≈ ln V. docs/architecture.md)
   hyperbolic  p_t = exp_0(E_t / √D) on the Poincaré ball of learnable curvature c ≥ c_min;
               x_t = √D · log_0(p_t)   (= E_t up to the ball's float32 edge: log_0 ∘ exp_0 = id);
               q = exp_0(h / √D);      logits_t = -τ · d_c(q, p_t),   τ > 0 learned.
@@ -31,14 +34,15 @@ from muse_jax.model.tensor_train import (
 
 EMBEDDINGS = ("euclidean", "hyperbolic", "htt", "hyperbolic_htt")
 INITIAL_CURVATURE = 1.0
-INITIAL_TEMPERATURE = 4.0
+INITIAL_TEMPERATURE = 2.0  # τ at init: at 4 the input token's own (nearby) point out-scored V others (first loss ln V + 3.5 at d 64)
 
 
 class DenseTable(nnx.Module):
     """E [V, D], entries N(0, 1) (as nnx.Embed)."""
 
     def __init__(self, vocab_size: int, d_model: int, *, rngs: nnx.Rngs):
-        self.embedding = nnx.Param(jax.random.normal(rngs.params(), (vocab_size, d_model), jnp.float32))
+        self.embedding = nnx.Param(jax.random.normal(rngs.params(), (vocab_size, d_model), jnp.float32),
+                                   lr_group="embedding")
 
     def lookup(self, tokens: jax.Array) -> jax.Array:
         return jnp.take(self.embedding[...], tokens, axis=0)
@@ -61,7 +65,7 @@ class TTTable(nnx.Module):
             raise ConfigError(f"model.htt_rank must be >= 1, got {rank}")
         self.vocab_size, self.d_model = vocab_size, d_model
         cores = tt_init_cores(rngs.params(), vocab_factors(vocab_size), balanced_factors(d_model), rank)
-        self.core_vocab_1, self.core_vocab_2, self.core_vocab_3 = (nnx.Param(g) for g in cores)
+        self.core_vocab_1, self.core_vocab_2, self.core_vocab_3 = (nnx.Param(g, lr_group="embedding") for g in cores)
 
     def cores(self):
         return self.core_vocab_1[...], self.core_vocab_2[...], self.core_vocab_3[...]
@@ -85,6 +89,9 @@ class TokenEmbedding(nnx.Module):
             raise ConfigError(f"model.embedding must be one of {EMBEDDINGS}, got {kind!r}")
         d = cfg.d_model
         self.scale = math.sqrt(d)
+        self.readout = float(cfg.output_mult) / d
+        if self.readout <= 0:
+            raise ConfigError(f"model.output_mult must be > 0, got {cfg.output_mult}")
         self.hyperbolic = kind.startswith("hyperbolic")
         if kind.endswith("htt"):
             self.table = TTTable(vocab_size, d, int(cfg.htt_rank), rngs=rngs)
@@ -110,8 +117,8 @@ class TokenEmbedding(nnx.Module):
 
     def logits(self, h: jax.Array) -> jax.Array:
         if not self.hyperbolic:
-            return self.table.scores(h) / self.scale
-        c = self.curvature()
-        points = poincare_expmap0(self.table.matrix() / self.scale, c)
-        query = poincare_expmap0(h / self.scale, c)
+            return self.table.scores(h) * self.readout
+        c = self.curvature()  # float32 whatever the compute dtype: bfloat16 distances near the ball's edge are noise
+        points = poincare_expmap0(self.table.matrix().astype(jnp.float32) / self.scale, c)
+        query = poincare_expmap0(h.astype(jnp.float32) / self.scale, c)
         return -jax.nn.softplus(self.temperature_raw[...]) * poincare_distance_matrix(query, points, c)

@@ -3,6 +3,11 @@
 `LinearSpec` (from `model.low_rank` and `model.ternary`) builds every projection of the mixers
 and FFNs, so one switch compresses the whole stack. Kernels are named `kernel` so that the
 optimizer's weight-decay mask treats them like `nnx.Linear` kernels.
+
+A kernel whose input dimension grows with `model.d_model` (a hidden matrix, in μP's terms)
+carries the metadata `lr_group="hidden"`; one of fixed fan-in (the BK read-out of 2C resolvent
+features, the second factor of a low-rank pair) carries none. The width-aware learning rate
+(`muse_jax/optim/width_scaling.py`) scales the former only.
 """
 
 import dataclasses
@@ -21,9 +26,10 @@ class DenseLinear(nnx.Module):
     """y = x W (+ b); with `ternary`, the forward pass uses absmean-ternary W (straight-through)."""
 
     def __init__(self, d_in: int, d_out: int, *, use_bias: bool = False, bias_value: float = 0.0,
-                 ternary: bool = False, rngs: nnx.Rngs):
+                 ternary: bool = False, width_fan_in: bool = True, rngs: nnx.Rngs):
         self.ternary = ternary
-        self.kernel = nnx.Param(nnx.initializers.lecun_normal()(rngs.params(), (d_in, d_out), jnp.float32))
+        kernel = nnx.initializers.lecun_normal()(rngs.params(), (d_in, d_out), jnp.float32)
+        self.kernel = nnx.Param(kernel, **({"lr_group": "hidden"} if width_fan_in else {}))
         self.bias = nnx.Param(jnp.full((d_out,), bias_value, jnp.float32)) if use_bias else None
 
     def weight(self) -> jax.Array:
@@ -39,10 +45,10 @@ class LowRankLinear(nnx.Module):
     """y = (x L) R (+ b): two DenseLinear factors, rank r (see `low_rank.py`)."""
 
     def __init__(self, d_in: int, d_out: int, rank: int, *, use_bias: bool = False, bias_value: float = 0.0,
-                 ternary: bool = False, rngs: nnx.Rngs):
-        self.factor_in = DenseLinear(d_in, rank, ternary=ternary, rngs=rngs)
+                 ternary: bool = False, width_fan_in: bool = True, rngs: nnx.Rngs):
+        self.factor_in = DenseLinear(d_in, rank, ternary=ternary, width_fan_in=width_fan_in, rngs=rngs)
         self.factor_out = DenseLinear(rank, d_out, use_bias=use_bias, bias_value=bias_value, ternary=ternary,
-                                      rngs=rngs)
+                                      width_fan_in=False, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.factor_out(self.factor_in(x))
@@ -63,9 +69,11 @@ class LinearSpec:
         return cls(rank=rank, ternary=bool(model_cfg.ternary))
 
     def make(self, d_in: int, d_out: int, *, use_bias: bool = False, bias_value: float = 0.0,
-             rngs: nnx.Rngs) -> nnx.Module:
-        """Low-rank where that saves parameters, else dense."""
+             width_fan_in: bool = True, rngs: nnx.Rngs) -> nnx.Module:
+        """Low-rank where that saves parameters, else dense. `width_fan_in`: d_in grows with
+        the model width (see the module docstring)."""
+        kwargs = dict(use_bias=use_bias, bias_value=bias_value, ternary=self.ternary, width_fan_in=width_fan_in,
+                      rngs=rngs)
         if low_rank_saves_parameters(d_in, d_out, self.rank):
-            return LowRankLinear(d_in, d_out, self.rank, use_bias=use_bias, bias_value=bias_value,
-                                 ternary=self.ternary, rngs=rngs)
-        return DenseLinear(d_in, d_out, use_bias=use_bias, bias_value=bias_value, ternary=self.ternary, rngs=rngs)
+            return LowRankLinear(d_in, d_out, self.rank, **kwargs)
+        return DenseLinear(d_in, d_out, **kwargs)

@@ -97,6 +97,7 @@ class LanguageModel(nnx.Module):
                  remat_policy: str = "none"):
         remat_layer(lambda x: x, remat_policy)  # validates the name
         self.remat_policy = remat_policy
+        self.d_model = int(cfg.d_model)
         if cfg.kind not in MODEL_KINDS:
             raise ConfigError(f"model.kind must be one of {MODEL_KINDS}, got {cfg.kind!r}")
         self.embed = TokenEmbedding(cfg, vocab_size, rngs=rngs)

@@ -29,10 +29,10 @@ import ml_collections
 from muse_jax.data.settings import DataSettings
 from muse_jax.model.param_count import parameter_counts
 from muse_jax.provenance import write_json
+from muse_jax.train.device_memory import GIB
 from muse_jax.train.sharding import batch_sharding, batch_shards
 from muse_jax.train.state import TrainSetup
 
-GIB = 2**30
 MAX_BATCH_FACTOR = 64  # the batch-size search stops at 64 × train.batch_size
 
 
@@ -57,6 +57,13 @@ def host_bytes(tree) -> int:
     return tree_bytes([x for x in jax.tree.leaves(tree) if x.sharding.memory_kind == "pinned_host"])
 
 
+def compile_train_step(setup: TrainSetup, batch: int, seq_len: int):
+    """The train step compiled ahead of time for batches of `batch` × `seq_len` tokens: an
+    executable called like the jitted step, whose `memory_analysis()` is XLA's prediction."""
+    tokens = jax.ShapeDtypeStruct((batch, seq_len), jnp.int32)
+    return setup.train_step.lower(setup.abstract, {"inputs": tokens, "targets": tokens}).compile()
+
+
 def compiled_memory(setup: TrainSetup, batch: int, seq_len: int) -> dict:
     """XLA's memory_analysis of the train step at this batch size, and the device peak.
 
@@ -71,8 +78,7 @@ def compiled_memory(setup: TrainSetup, batch: int, seq_len: int) -> dict:
                         EMA all on the device, as the step brings them in;
       device peak       the larger of the two."""
     abstract = setup.abstract
-    tokens = jax.ShapeDtypeStruct((batch, seq_len), jnp.int32)
-    out = memory_fields(setup.train_step.lower(abstract, {"inputs": tokens, "targets": tokens}).compile())
+    out = memory_fields(compile_train_step(setup, batch, seq_len))
     host_state = host_bytes(abstract)
     out["host_state_bytes"] = host_state
     out["host_counted_as_device"] = bool(host_state) and not (out["host_argument_bytes"] or out["host_output_bytes"])

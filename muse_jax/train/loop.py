@@ -26,6 +26,8 @@ from muse_jax.generate import Generator
 from muse_jax.model.param_count import describe_parameter_counts, parameter_counts
 from muse_jax.sampling import SamplingSettings
 from muse_jax.train.checkpoint import Checkpointer
+from muse_jax.train import device_memory
+from muse_jax.train.dry_run import compile_train_step, memory_fields
 from muse_jax.train.metrics import MetricsLog, Progress
 from muse_jax.train.profiling import StepProfiler
 from muse_jax.train.sharding import initialize_distributed
@@ -132,17 +134,27 @@ def console(primary: bool):
 
 
 class DelayedLog:
-    """Holds a step's device metrics until the next step is dispatched, then logs them with
-    the host-measured tokens/s since the previous log."""
+    """Holds a step's device metrics until the next step is dispatched, then logs them with the
+    host-measured tokens/s since the previous log.
+
+    Only completed work is timed: the clock restarts at the last step known to be complete. When
+    the dispatch of step k+1 itself waited for it to finish (a synchronous backend, host
+    transfers), step k+1 is counted in the interval that saw it complete — it is never left for
+    a next interval of near-zero time (the impossible last-step throughput of issue 15)."""
 
     def __init__(self, metrics: MetricsLog | SilentLog, progress: Progress | SilentLog, tokens_per_step: int,
-                 step: int):
-        self.metrics, self.progress, self.tokens_per_step = metrics, progress, tokens_per_step
+                 step: int, clock=time.perf_counter):
+        self.metrics, self.progress, self.tokens_per_step, self.clock = metrics, progress, tokens_per_step, clock
         self.pending = None
+        self.latest = None  # (step, an output of the latest dispatched step)
+        self.rate = None  # tokens/s of the last interval that completed work
         self.restart_clock(step)
 
     def restart_clock(self, step: int) -> None:
-        self.clock_time, self.clock_step = time.perf_counter(), step
+        self.clock_time, self.clock_step = self.clock(), step
+
+    def dispatched(self, step: int, output: jax.Array) -> None:
+        self.latest = (step, output)
 
     def defer(self, step: int, device_metrics: dict) -> None:
         self.pending = (step, device_metrics)
@@ -152,9 +164,15 @@ class DelayedLog:
             return
         step, device_metrics = self.pending
         values = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
-        now = time.perf_counter()
-        values["tokens_per_sec"] = (step - self.clock_step) * self.tokens_per_step / max(now - self.clock_time, 1e-9)
-        self.restart_clock(step)
+        done = step
+        if self.latest is not None and self.latest[0] > step and self.latest[1].is_ready():
+            done = self.latest[0]
+        if done > self.clock_step:
+            elapsed = max(self.clock() - self.clock_time, 1e-9)
+            self.rate = (done - self.clock_step) * self.tokens_per_step / elapsed
+            self.restart_clock(done)
+        if self.rate is not None:
+            values["tokens_per_sec"] = self.rate
         self.metrics.write(step, values)
         self.progress.print(step, values)
         self.pending = None
@@ -187,12 +205,17 @@ def train(cfg: ml_collections.ConfigDict, prompt: str) -> dict:
     if not resumed:  # a step-0 row: stored and dense-equivalent parameter counts
         log.metrics.write(start, {f"params_{k}": v for k, v in param_counts.items()})
     state = run.state
+    if device_memory.device_peak_gib() is not None:  # an accelerator: the compiled step's prediction beside the measured peaks
+        compiled = compile_train_step(run.setup, t.batch_size, t.seq_len)
+        log.metrics.write(start, {"device_peak_estimate_gib": memory_fields(compiled)["peak_bytes"] / device_memory.GIB})
+        train_step = compiled
     profiler = run.profiler
     if skipped := profiler.skipped_window(start, run.steps):
         say(skipped)
     for step in range(start + 1, run.steps + 1):
         profiler.before_step(step)
         state, metrics = train_step(state, run.setup.place_batch(next(iterator)))
+        log.dispatched(step, metrics["loss"])
         profiler.after_step(step, state)
         log.flush()  # the previous step's metrics: reading them now never stalls the device
         if step % t.log_every == 0 or step == run.steps:

@@ -7,6 +7,8 @@ import time
 
 from tensorboardX import SummaryWriter
 
+from muse_jax.train import device_memory
+
 
 def truncate_jsonl(path: str, keep_through_step: int) -> None:
     """Drop rows logged after `keep_through_step` (a resumed run re-logs them); atomic rewrite."""
@@ -21,7 +23,8 @@ def truncate_jsonl(path: str, keep_through_step: int) -> None:
 
 
 class MetricsLog:
-    """One JSON object per logged step in metrics.jsonl, the same scalars in TensorBoard."""
+    """One JSON object per logged step in metrics.jsonl, the same scalars in TensorBoard; on GPU
+    and TPU each row also carries the allocator's peak so far (`device_peak_gib`)."""
 
     def __init__(self, workdir: str, resume_step: int):
         self.path = os.path.join(workdir, "metrics.jsonl")
@@ -30,6 +33,7 @@ class MetricsLog:
         self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
     def write(self, step: int, values: dict) -> None:
+        values = device_memory.with_device_peak(values)
         row = {"step": int(step), **{k: float(v) for k, v in values.items()}}
         self._file.write(json.dumps(row) + "\n")
         self._file.flush()

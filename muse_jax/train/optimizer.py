@@ -7,7 +7,9 @@
           lr_scale = 1, clip_scale = 1)))
     update_rule = chain(gradient_aligner?,           (optim.aligner.enabled)
                         clip_by_global_norm(clip_threshold · clip_scale), record_clipped_norm,
-                        adamw | symplectic_leapfrog | bk_hyper_sgd  (learning_rate · lr_scale))
+                        adamw | symplectic_leapfrog | bk_hyper_sgd  (learning_rate · lr_scale),
+                        scale_by_multipliers?)        (μP: D₀/D on hidden matrices, optim.embed_lr_mult
+                                                       on the embedding, `optim/width_scaling.py`)
 
 The schedules count applied optimizer steps: a skipped step leaves every count unchanged.
 """
@@ -15,6 +17,7 @@ The schedules count applied optimizer steps: a skipped step leaves every count u
 import jax
 import ml_collections
 import optax
+from flax import nnx
 
 from muse_jax.config_error import ConfigError
 from muse_jax.model.embedding import TT_CORE_NAMES
@@ -24,6 +27,7 @@ from muse_jax.optim.gradient_aligner import gradient_aligner
 from muse_jax.optim.step_guard import skip_bad_steps
 from muse_jax.optim.symplectic import symplectic_leapfrog
 from muse_jax.optim.tsp_path import tsp_path
+from muse_jax.optim.width_scaling import scale_by_multipliers, width_lr_multipliers
 
 OPTIMIZERS = ("adamw", "symplectic", "bk_hyper_sgd")
 
@@ -102,10 +106,29 @@ def with_tsp_path(tx, cfg: ml_collections.ConfigDict, seed: int):
     )
 
 
-def build_optimizer(cfg: ml_collections.ConfigDict, total_steps: int, seed: int) -> optax.GradientTransformationExtraArgs:
+def width_scaling(cfg: ml_collections.ConfigDict, model: nnx.Module | None):
+    """`scale_by_multipliers` for the per-group learning rates (`optim.lr_base_width`,
+    `optim.embed_lr_mult`; μP), or None when every multiplier is 1. `model` (abstract is
+    enough) supplies the parameter metadata and `d_model`."""
+    base_width, embed_mult = int(cfg.lr_base_width), float(cfg.embed_lr_mult)
+    if base_width < 0:
+        raise ConfigError(f"optim.lr_base_width must be >= 0 (0 = off), got {base_width}")
+    if not embed_mult > 0:
+        raise ConfigError(f"optim.embed_lr_mult must be > 0, got {embed_mult}")
+    if base_width == 0 and embed_mult == 1:
+        return None
+    if model is None:
+        raise ValueError("optim.lr_base_width / optim.embed_lr_mult need the model to find its parameter groups")
+    return scale_by_multipliers(width_lr_multipliers(nnx.state(model, nnx.Param), model.d_model, base_width,
+                                                     embed_mult))
+
+
+def build_optimizer(cfg: ml_collections.ConfigDict, total_steps: int, seed: int,
+                    model: nnx.Module | None = None) -> optax.GradientTransformationExtraArgs:
     """The run's optimizer (see the module docstring); its `update` takes `loss=` as an extra argument."""
     peak_lr, make_base = base_optimizer(cfg)
     aligner = aligner_from_config(cfg.aligner)
+    width = width_scaling(cfg, model)
 
     def update_rule(learning_rate, lr_scale, clip_threshold, clip_scale):
         return optax.chain(
@@ -113,6 +136,7 @@ def build_optimizer(cfg: ml_collections.ConfigDict, total_steps: int, seed: int)
             optax.clip_by_global_norm(clip_threshold * clip_scale),
             record_clipped_norm(),
             make_base(learning_rate * lr_scale),
+            *([width] if width is not None else []),
         )
 
     tx = optax.inject_hyperparams(update_rule)(

@@ -34,8 +34,9 @@ class TrainSetup:
     def __init__(self, cfg: ml_collections.ConfigDict, vocab_size: int):
         self.mesh = make_mesh(int(cfg.mesh.data), int(cfg.mesh.fsdp))
         seed = int(cfg.seed)
-        tx = build_optimizer(cfg.optim, int(cfg.train.steps), seed)
-        self.graphdef, _ = nnx.split(nnx.eval_shape(lambda: build_model(cfg, vocab_size, nnx.Rngs(seed))))
+        abstract_model = nnx.eval_shape(lambda: build_model(cfg, vocab_size, nnx.Rngs(seed)))
+        tx = build_optimizer(cfg.optim, int(cfg.train.steps), seed, abstract_model)
+        self.graphdef, _ = nnx.split(abstract_model)
         self.phases = make_step_phases(self.graphdef, tx, cfg.train, batch_sharding(self.mesh))
         init_state = self.phases.init_state
         self.precision = Precision.from_config(cfg.train)
