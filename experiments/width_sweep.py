@@ -8,7 +8,8 @@ warmup 50 and cosine), the same data order and the same number of tokens at ever
 base learning rate `optim.adamw.lr` swept on a grid for every `model.d_model` in --widths, under
   mup   optim.lr_base_width = 128: hidden matrices at lr · 128 / d_model (muse_jax/optim/width_scaling.py)
   sp    optim.lr_base_width = 0: every parameter at lr (the standard parametrisation)
-(the α/D read-out and the embedding multiplier are the configs' own in both). One validation at
+(the α/D read-out and the embedding multiplier are the configs' own in both; at d_model = 128 the
+two are the same runs, made once under mup). One validation at
 the end (7 batches, 14,336 of the demo validation tokens). Writes --out/runs.jsonl (one row per
 run, appended as it finishes: the sweep resumes), summary.json (per parametrisation and width:
 the loss at every lr and the best lr) and plot.png (loss against lr, a line per width).
@@ -46,6 +47,9 @@ def row_of(spec: RunSpec, metrics: list[dict]) -> dict:
 def summarize(rows: list[dict], tokens: int) -> dict:
     """Per parametrisation and width: loss at every lr, the best lr, and how far the best lr
     moves from the narrowest to the widest model (a factor; 1 = it stays put)."""
+    if any(r["parametrisation"] == "sp" for r in rows):  # at the base width sp is mup: the same runs
+        rows = rows + [{**r, "parametrisation": "sp"} for r in rows
+                       if r["parametrisation"] == "mup" and r["d_model"] == BASE_WIDTH]
     out = {}
     for p in sorted({r["parametrisation"] for r in rows}):
         widths = {}
@@ -94,7 +98,8 @@ def main() -> None:
     steps = steps_for_tokens(args.tokens, TOKENS_PER_STEP)
     widths = [int(w) for w in args.widths.split(",")]
     lrs = [float(x) for x in args.lrs.split(",")]
-    specs = [spec(p, w, lr, steps) for p in params for w in widths for lr in lrs]
+    specs = [spec(p, w, lr, steps) for p in params for w in widths for lr in lrs
+             if not (p == "sp" and w == BASE_WIDTH and "mup" in params)]
     rows = run_sweep(specs, os.path.join(args.out, "runs.jsonl"), os.path.join(args.workdir, f"{steps}steps"),
                      os.path.join(args.workdir, "data"), row_of)
     summary = summarize(rows, steps * TOKENS_PER_STEP)
