@@ -5,7 +5,7 @@ ResNet-BK, d_model 64, 3 layers, 48 resolvent channels (4·d·C + d² = 4·d², 
 the parameters of an attention layer and the Transformer baseline matches within 0.2 %),
 LAP off (`model.bk.lap_eta = 0`): the `none` variant; each variant switches components on
 with `--config.` overrides (the sweep records the exact command of every run). One evaluation,
-on the whole validation split, at the end.
+at the end, on the first 14,336 of the demo corpus' 15,285 validation tokens (7 batches).
 """
 
 import ml_collections
@@ -23,7 +23,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.bk.lap_eta = 0.0  # the `none` variant: Im z free
     c.train.steps = 196  # ≈ 400k tokens at 16 × 128 per step
     c.train.eval_every = 196  # one validation, at the end
-    c.train.eval_batches = 7  # 7 × 16 × 128 = 14,336 tokens: the whole demo validation split (15,285)
+    c.train.eval_batches = 7  # 7 × 16 × 128 = 14,336 of the demo validation split's 15,285 tokens
     c.train.checkpoint_every = 100
     c.train.keep_checkpoints = 1
     c.train.log_every = 50

@@ -10,7 +10,7 @@ of the scanned layers, micro-batches of one sequence of 512 tokens.
 Result (results/dry_run_dense_8gb/dry_run.json, CPU compile): 312.0 M stored parameters,
 device peak 7.83 GiB of 8.
 
-How it was found: `python experiments/dense_8gb_search.py` compiles the step of this config
+How it was found: `python -m experiments.dense_8gb_search` compiles the step of this config
 for a grid of widths × depths (vocab 32768) and records each device peak in
 results/dense_8gb_search.json; this is the largest stored parameter count that fits (2560 × 3,
 341.5 M, needs 8.03 GiB). 1024 × 20 is a deeper shape of about the same size (311.5 M, 7.78 GiB).

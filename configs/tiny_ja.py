@@ -132,6 +132,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.sample.top_k = 40  # 0 = off
     c.sample.top_p = 0.95  # nucleus: the smallest set of tokens with probability >= top_p; 1 = off
     c.sample.repetition_penalty = 1.1  # seen tokens: logit / p if > 0, logit * p if <= 0; 1 = off
+    c.sample.seed = -1  # >= 0: a fixed sampling seed (the same text every call); -1: a fresh seed per call, printed
 
     c.mesh = ml_collections.ConfigDict()  # README "Scaling out": the devices of all processes as a data × fsdp grid
     c.mesh.data = 1  # batch split only: parameters replicated across it; -1 = the devices fsdp leaves

@@ -1,8 +1,8 @@
 """BK core benchmark: fwd+bwd time and compiled memory per impl against a same-run memory copy,
 plus the precision table at the issue's numerical range.  Writes results/bench_bk_core.{json,png}.
 
-    python experiments/bench_bk_core.py                       # B=2, C=64, N = 1k .. 64k, CPU
-    python experiments/bench_bk_core.py --batch 8 --channels 64 --lengths 1024,4096
+    python -m experiments.bench_bk_core                       # B=2, C=64, N = 1k .. 64k, CPU
+    python -m experiments.bench_bk_core --batch 8 --channels 64 --lengths 1024,4096
 
 What is timed: the BK core's whole training interface, one jitted VJP
     (a, kappa, z, gbar) -> (g, abar, kappabar, zbar),
@@ -28,20 +28,17 @@ complex lax.scan) and `associative_autodiff` (plain autodiff through the matrix 
 
 import argparse
 import os
-import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from experiments.compiled_memory import compiled_memory  # noqa: E402
-from experiments.figures import finish, pyplot  # noqa: E402
-from experiments.provenance import peak_rss_mb, write_json  # noqa: E402
-from muse_jax.model import bk_scan  # noqa: E402
-from muse_jax.model.bk_core import _prepare, causal_resolvent_diag  # noqa: E402
+from experiments.compiled_memory import compiled_memory
+from experiments.figures import finish, pyplot
+from experiments.provenance import peak_rss_mb, write_json
+from muse_jax.model import bk_scan
+from muse_jax.model.bk_core import causal_resolvent_diag, prepare_inputs
 
 REFERENCE_IMPLS = ("sequential_autodiff", "associative_autodiff")
 
@@ -55,11 +52,11 @@ def resolvent_fn(impl: str):
         return lambda a, k, z: causal_resolvent_diag(a, k, z, impl=impl)
 
     def reference(a, k, z):
-        a_, k_, z_ = _prepare(a, k, z)
+        a_, k_, z_ = prepare_inputs(a, k, z)
         d = a_.astype(z_.dtype) - z_[..., None]
         if impl == "sequential_autodiff":
             return bk_scan.sequential_autodiff(d, k_)
-        return bk_scan._matrix_scan_ratio(d, k_.astype(d.dtype))  # no custom JVP
+        return bk_scan.matrix_scan_ratio(d, k_.astype(d.dtype))  # no custom JVP
 
     return reference
 
@@ -156,7 +153,7 @@ def realistic_inputs(n, seed):
 
 def float64_reference(a, k, z):
     with jax.enable_x64(True):
-        a_, k_, z_ = _prepare(a.astype(np.float64), k.astype(np.float64), z.astype(np.complex128))
+        a_, k_, z_ = prepare_inputs(a.astype(np.float64), k.astype(np.float64), z.astype(np.complex128))
         return np.asarray(jax.jit(bk_scan.sequential_autodiff)(a_.astype(z_.dtype) - z_[..., None], k_))
 
 
@@ -246,7 +243,7 @@ def plot(payload, path):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m experiments.bench_bk_core", description=__doc__.split("\n")[0])
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--channels", type=int, default=64)
     p.add_argument("--lengths", default="1024,2048,4096,8192,16384,32768,65536")

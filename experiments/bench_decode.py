@@ -1,8 +1,8 @@
 """Decoding cost per token vs context length: ResNet-BK (recurrent state) vs the Transformer (KV
 cache).  Writes results/bench_decode.{json,png}.
 
-    python experiments/bench_decode.py                      # contexts 512 .. 16k, d_model 128, 4 layers
-    python experiments/bench_decode.py --lengths 512,8192 --steps 100
+    python -m experiments.bench_decode                      # contexts 512 .. 16k, d_model 128, 4 layers
+    python -m experiments.bench_decode --lengths 512,8192 --steps 100
 
 Both models come from configs/tiny_ja.py's model section with the same d_model, n_layers,
 ffn_mult, vocabulary and embedding; only model.kind differs.  Per context length L and model,
@@ -20,7 +20,6 @@ temporaries − aliased).  A prefill whose compiled memory exceeds --max-gb is n
 
 import argparse
 import os
-import sys
 import time
 
 import jax
@@ -28,14 +27,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from experiments.compiled_memory import compiled_memory  # noqa: E402
-from experiments.figures import finish, pyplot  # noqa: E402
-from experiments.model_shape import add_model_shape_args, model_config  # noqa: E402
-from muse_jax.model.bk_scan import auto_impl  # noqa: E402
-from muse_jax.model.lm import LanguageModel, count_params  # noqa: E402
-from muse_jax.provenance import peak_rss_mb, write_json  # noqa: E402
+from experiments.compiled_memory import compiled_memory
+from experiments.figures import finish, pyplot
+from experiments.model_shape import add_model_shape_args, model_settings
+from muse_jax.model.bk_scan import auto_impl
+from muse_jax.model.lm import LanguageModel, count_params
+from muse_jax.provenance import peak_rss_mb, write_json
 
 KINDS = ("bk", "transformer")
 
@@ -48,7 +45,7 @@ class Decoder:
     """Jitted prefill and greedy decode step of one fresh model."""
 
     def __init__(self, kind: str, args):
-        model = LanguageModel(model_config(kind, args), args.vocab, rngs=nnx.Rngs(0))
+        model = LanguageModel(model_settings(kind, args), args.vocab, rngs=nnx.Rngs(0))
         self.graphdef, self.params = nnx.split(model)
         self.n_params = count_params(self.params)
         self.prefill = jax.jit(self._prefill, static_argnames=("max_len",))
@@ -136,7 +133,7 @@ def plot(payload, path):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m experiments.bench_decode", description=__doc__.split("\n")[0])
     add_model_shape_args(p, d_model=128, layers=4, channels=64)
     p.add_argument("--warmup", type=int, default=50)
     p.add_argument("--steps", type=int, default=500, help="timed decode steps per context length")

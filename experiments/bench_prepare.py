@@ -16,7 +16,7 @@ as ``cc100`` text, with a tokenizer trained beforehand and given to
 Each is the best of ``--repeats`` runs, interleaved. CPU time per token is
 reported too (all processes), as wall time depends on what else the machine runs.
 
-    python experiments/bench_prepare.py [--megabytes 40] [--vocab-size 4096] [--repeats 5]
+    python -m experiments.bench_prepare [--megabytes 40] [--vocab-size 4096] [--repeats 5]
 
 writes results/bench_prepare.json.
 """
@@ -32,16 +32,16 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from muse_jax.data.chunks import ChunkReader
+from muse_jax.data.cleaning import clean_document
+from muse_jax.data.demo import DEMO_DIR
+from muse_jax.data.prepare import prepare
+from muse_jax.data.sources import KINDS, BadLines, chunk_documents
+from muse_jax.data.tokenizer import load_tokenizer, train_tokenizer
+from muse_jax.settings import DataSettings
+from muse_jax.settings.data import available_cores
 
-from muse_jax.data.chunks import ChunkReader  # noqa: E402
-from muse_jax.data.cleaning import clean_document  # noqa: E402
-from muse_jax.data.demo import DEMO_DIR  # noqa: E402
-from muse_jax.data.prepare import prepare  # noqa: E402
-from muse_jax.data.settings import DataSettings, available_cores  # noqa: E402
-from muse_jax.data.sources import KINDS, BadLines, chunk_documents  # noqa: E402
-from muse_jax.data.tokenizer import load_tokenizer, train_tokenizer  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def demo_documents(kind: str, name: str) -> list[str]:
@@ -101,7 +101,7 @@ def settings_for(manifest: str, tokenizer: str, cache_dir: str, workers: int) ->
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m experiments.bench_prepare", description=__doc__.split("\n\n")[0])
     parser.add_argument("--megabytes", type=float, default=40.0)
     parser.add_argument("--vocab-size", type=int, default=4096)
     parser.add_argument("--repeats", type=int, default=5, help="best of this many runs of each")
@@ -132,7 +132,7 @@ def main() -> None:
     tokens = meta["train_tokens"] + meta["val_tokens"]
     target = 0.5 * cores * speed
     result = {
-        "command": "python experiments/bench_prepare.py " + " ".join(sys.argv[1:]),
+        "command": "python -m experiments.bench_prepare " + " ".join(sys.argv[1:]),
         "machine": f"{platform.machine()}, {cores} cores available, Python {platform.python_version()}",
         "load_average_1min_before_and_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
         "corpus_megabytes": round(corpus_bytes / 2**20, 1),

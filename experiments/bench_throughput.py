@@ -1,8 +1,8 @@
 """Training throughput: ResNet-BK (model.kind=bk) vs the Transformer baseline at equal width and
 depth.  Writes results/bench_throughput.{json,png}.
 
-    python experiments/bench_throughput.py                  # N = 512 .. 16k, d_model 64, 2 layers
-    python experiments/bench_throughput.py --lengths 512,2048 --d-model 128 --layers 4
+    python -m experiments.bench_throughput                  # N = 512 .. 16k, d_model 64, 2 layers
+    python -m experiments.bench_throughput --lengths 512,2048 --d-model 128 --layers 4
 
 Both models come from configs/tiny_ja.py's model section with the same d_model, n_layers,
 ffn_mult, vocabulary and embedding; only model.kind differs (bk: model.bk.channels resolvent
@@ -22,7 +22,6 @@ on the BK / Transformer ratio from the longest N it ran at.
 
 import argparse
 import os
-import sys
 import time
 
 import jax
@@ -31,21 +30,17 @@ import numpy as np
 import optax
 from flax import nnx
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from experiments.compiled_memory import compiled_memory  # noqa: E402
-from experiments.figures import finish, pyplot  # noqa: E402
-from experiments.model_shape import add_model_shape_args, model_config  # noqa: E402
-from experiments.provenance import peak_rss_mb, write_json  # noqa: E402
-from muse_jax.model.bk_scan import auto_impl  # noqa: E402
-from muse_jax.model.lm import LanguageModel, count_params  # noqa: E402
+from experiments.compiled_memory import compiled_memory
+from experiments.figures import finish, pyplot
+from experiments.model_shape import add_model_shape_args, model_settings
+from experiments.provenance import peak_rss_mb, write_json
+from muse_jax.model.bk_scan import auto_impl
+from muse_jax.model.lm import LanguageModel, count_params
 
 
 def build_step(kind: str, args):
     """(jitted step, params, opt_state, n_params) for a fresh model of `kind`."""
-    cfg = model_config(kind, args)
-    cfg.bk.scan_impl = args.scan_impl
-    model = LanguageModel(cfg, args.vocab, rngs=nnx.Rngs(0))
+    model = LanguageModel(model_settings(kind, args, scan_impl=args.scan_impl), args.vocab, rngs=nnx.Rngs(0))
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     tx = optax.adamw(1e-3, b1=0.9, b2=0.95, weight_decay=0.1)
     opt_state = tx.init(params)
@@ -129,7 +124,7 @@ def plot(payload, path):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m experiments.bench_throughput", description=__doc__.split("\n")[0])
     add_model_shape_args(p, d_model=64, layers=2, channels=32)
     p.add_argument("--tokens", type=int, default=16384, help="tokens per step (batch = tokens / N)")
     p.add_argument("--scan-impl", default="auto")

@@ -1,7 +1,7 @@
 """The search behind configs/dense_8gb.py: the device peak of one training step for a grid of
 widths × depths of the uncompressed ResNet-BK, everything else as in that config.
 
-    python experiments/dense_8gb_search.py                      # → results/dense_8gb_search.json
+    python -m experiments.dense_8gb_search                      # → results/dense_8gb_search.json
 
 Each shape is compiled (not run) with the dry run's `compiled_memory` (muse_jax/train/dry_run.py):
 the device peak is the larger of the forward/backward phase and the update phase. The config
@@ -10,17 +10,13 @@ About a minute of compilation per shape on 2 CPU cores.
 """
 
 import argparse
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from configs import dense_8gb  # noqa: E402
-from experiments.provenance import provenance, write_json  # noqa: E402
-from muse_jax.data.settings import DataSettings  # noqa: E402
-from muse_jax.model.param_count import parameter_counts  # noqa: E402
-from muse_jax.train.dry_run import GIB, compiled_memory  # noqa: E402
-from muse_jax.train.state import TrainSetup  # noqa: E402
+from configs import dense_8gb
+from experiments.provenance import provenance, write_json
+from muse_jax.model.param_count import parameter_counts
+from muse_jax.settings import Settings
+from muse_jax.train.dry_run import GIB, compiled_memory
+from muse_jax.train.state import TrainSetup
 
 SHAPES = "2560x2,2560x3,2048x4,2048x5,1792x6,1792x7,1536x8,1536x9,1280x12,1280x13,1024x20,1024x21"
 
@@ -28,11 +24,11 @@ SHAPES = "2560x2,2560x3,2048x4,2048x5,1792x6,1792x7,1536x8,1536x9,1280x12,1280x1
 def measure(d_model: int, n_layers: int) -> dict:
     cfg = dense_8gb.get_config()
     cfg.model.d_model, cfg.model.n_layers = d_model, n_layers
-    vocab = DataSettings.from_config(cfg.data, cfg.workdir).vocab_size
-    t = cfg.train
-    xla = compiled_memory(TrainSetup(cfg, vocab), int(t.batch_size), int(t.seq_len))
-    budget = float(cfg.hardware.device_memory_gb) * GIB
-    stored = parameter_counts(cfg.model, vocab)["stored"]
+    settings = Settings.from_config(cfg)
+    vocab, t = settings.data.vocab_size, settings.train
+    xla = compiled_memory(TrainSetup(settings, vocab), t.batch_size, t.seq_len)
+    budget = settings.hardware.device_memory_gb * GIB
+    stored = parameter_counts(settings.model, vocab)["stored"]
     return {"d_model": d_model, "n_layers": n_layers, "params_stored": stored,
             "device_peak_gib": xla["device_peak_bytes"] / GIB,
             "forward_backward_gib": xla["phases"]["forward_backward_bytes"] / GIB,
@@ -42,7 +38,8 @@ def measure(d_model: int, n_layers: int) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m experiments.dense_8gb_search", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shapes", default=SHAPES, help="comma-separated d_model x n_layers")
     p.add_argument("--out", default="results/dense_8gb_search.json")
     args = p.parse_args()

@@ -22,12 +22,13 @@ from configs import dense_8gb
 from experiments.provenance import write_json
 from experiments.sweep import ROOT
 from muse_jax.model.lm import LanguageModel
+from muse_jax.settings import ModelSettings
 
 VOCAB = 32768
 
 
 def measure(model_cfg, tokens) -> dict:
-    model = LanguageModel(model_cfg, VOCAB, rngs=nnx.Rngs(0))
+    model = LanguageModel(ModelSettings.from_config(model_cfg), VOCAB, rngs=nnx.Rngs(0))
     logits = jax.jit(lambda m, t: m(t))(model, tokens[:, :-1])
     loss = -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), tokens[:, 1:, None], -1))
     own = jnp.take_along_axis(logits, tokens[:, :-1, None], -1)
@@ -35,7 +36,8 @@ def measure(model_cfg, tokens) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m experiments.first_loss", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--widths", default="64,256,1024,1792,4096")
     p.add_argument("--out", default=os.path.join(ROOT, "results", "first_loss.json"))
     args = p.parse_args()

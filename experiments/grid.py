@@ -63,7 +63,8 @@ def table(rows: list[dict], keys: list[str]) -> str:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m experiments.grid", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="configs/tiny_ja.py")
     p.add_argument("--grid", action="append", required=True, help="key=v1,v2,...; repeat for more keys")
     p.add_argument("--set", action="append", default=[], help="key=value shared by every run")

@@ -1,28 +1,26 @@
 """Learning efficiency: validation loss against training tokens, ResNet-BK vs the Transformer
 baseline at matched parameters (configs/efficiency_ja.py: 1,378,944 vs 1,377,408).
 
-    python experiments/learning_efficiency.py --max-tokens 2000000     # the original's command
+    python -m experiments.learning_efficiency --max-tokens 2000000     # the original's command
 
 For each of --seeds (default 0,1,2), both models train on the same data in the same order (the
 seed's) for --max-tokens tokens with the same optimizer and schedule, and are evaluated on the
-first 14,336 validation tokens of the demo corpus (7 batches, 94 % of the split) every --eval-tokens tokens (rounded to whole steps of
-16 × 128 tokens). Writes --out/runs_<steps>steps_every<k>_seed<s>.jsonl (one row per model,
-appended when it finishes; an interrupted benchmark resumes from the run's checkpoint),
-curve.json (mean ± sd curves over the seeds, the paired difference of the final losses with its
-95 % interval, and for a ladder of losses the tokens each mean curve needed to first reach it),
-plot.png. 10–17 minutes per seed on 2 CPU cores.
+first 14,336 validation tokens of the demo corpus (7 batches, 94 % of the split) every
+--eval-tokens tokens (rounded to whole steps of 16 × 128 tokens). Writes
+--out/runs_<steps>steps_every<k>_seed<s>.jsonl (one row per model, appended when it finishes;
+an interrupted benchmark resumes from the run's checkpoint), curve.json (mean ± sd curves over
+the seeds, the paired difference of the final losses with its 95 % interval, and for a ladder
+of losses the tokens each mean curve needed to first reach it), plot.png. 10–17 minutes per
+seed on 2 CPU cores.
 """
 
 import argparse
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from experiments.figures import pyplot, save_figure  # noqa: E402
-from experiments.provenance import write_json  # noqa: E402
-from experiments.stats import mean, paired_difference, sample_sd  # noqa: E402
-from experiments.sweep import ROOT, RunSpec, eval_rows, run_sweep, steps_for_tokens, stored_params  # noqa: E402
+from experiments.figures import pyplot, save_figure
+from experiments.provenance import write_json
+from experiments.stats import mean, paired_difference, sample_sd
+from experiments.sweep import ROOT, RunSpec, eval_rows, run_sweep, steps_for_tokens, stored_params
 
 CONFIG = "configs/efficiency_ja.py"
 TOKENS_PER_STEP = 16 * 128  # configs/efficiency_ja.py: batch_size × seq_len
@@ -119,7 +117,8 @@ def plot(summary: dict, path: str) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m experiments.learning_efficiency", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--max-tokens", type=int, default=2_000_000)
     p.add_argument("--eval-tokens", type=int, default=100_000, help="tokens between validations")
     p.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of " + ",".join(MODELS))

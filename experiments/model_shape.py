@@ -1,9 +1,10 @@
-"""The model-shape flags bench_decode.py and bench_throughput.py share, and the model config
+"""The model-shape flags bench_decode.py and bench_throughput.py share, and the model settings
 built from them (configs/tiny_ja.py's model section with that shape)."""
 
 import argparse
 
 from configs import tiny_ja
+from muse_jax.settings import ModelSettings
 
 DEFAULT_LENGTHS = "512,1024,2048,4096,8192,16384"
 
@@ -19,12 +20,15 @@ def add_model_shape_args(parser: argparse.ArgumentParser, *, d_model: int, layer
     parser.add_argument("--vocab", type=int, default=vocab)
 
 
-def model_config(kind: str, args):
-    """tiny_ja's model section with model.kind = kind and the shape from add_model_shape_args' flags."""
+def model_settings(kind: str, args, **bk) -> ModelSettings:
+    """tiny_ja's model section with model.kind = kind, the shape from add_model_shape_args' flags
+    and the `model.bk.*` keys in `bk`."""
     cfg = tiny_ja.get_config().model
     cfg.kind = kind
     cfg.d_model = args.d_model
     cfg.n_layers = args.layers
     cfg.n_heads = args.heads
     cfg.bk.channels = args.channels
-    return cfg
+    for key, value in bk.items():
+        cfg.bk[key] = value
+    return ModelSettings.from_config(cfg)

@@ -84,7 +84,8 @@ def plot(summary: dict, path: str) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m experiments.width_sweep", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--widths", default="64,128,256,512")
     p.add_argument("--lrs", default="0.001,0.002,0.004,0.008,0.016")
     p.add_argument("--parametrisations", default="mup,sp")

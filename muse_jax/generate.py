@@ -29,7 +29,8 @@ import numpy as np
 from flax import nnx
 
 from muse_jax.data.tokenizer import EOS_ID, PAD_ID
-from muse_jax.sampling import SamplingSettings, sample_next
+from muse_jax.sampling import sample_next
+from muse_jax.settings import SampleSettings
 
 
 def left_pad(prompts: list[list[int]], pad_id: int, bucket: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -45,11 +46,12 @@ def left_pad(prompts: list[list[int]], pad_id: int, bucket: int = 1) -> tuple[np
 
 
 class Generator:
-    """Jitted prefill, sampler and decode step for one model graph and one set of sampling settings."""
+    """Jitted prefill, sampler and decode step for one model graph and one set of sampling settings.
+    `cast`: params → the params the forward pass sees (the run's compute dtype, `ModelSetup.generator`)."""
 
-    def __init__(self, graphdef: nnx.GraphDef, settings: SamplingSettings, eos_id: int = EOS_ID,
-                 pad_id: int = PAD_ID, length_bucket: int = 64):
-        self.graphdef, self.settings = graphdef, settings
+    def __init__(self, graphdef: nnx.GraphDef, settings: SampleSettings, eos_id: int = EOS_ID,
+                 pad_id: int = PAD_ID, length_bucket: int = 64, cast=lambda params: params):
+        self.graphdef, self.settings, self.cast = graphdef, settings, cast
         self.eos_id, self.pad_id, self.length_bucket = eos_id, pad_id, length_bucket
         self.prefill = jax.jit(self._prefill, static_argnames=("max_len",))
         self.decode_step = jax.jit(self._decode_step, donate_argnums=(1,))
@@ -57,7 +59,7 @@ class Generator:
 
     def _prefill(self, params, tokens, start, max_len: int):
         """(next-token logits [B, V], cache, seen [B, V]: the prompt's tokens, for the penalty)."""
-        logits, cache = nnx.merge(self.graphdef, params).prefill(tokens, max_len, start)
+        logits, cache = nnx.merge(self.graphdef, self.cast(params)).prefill(tokens, max_len, start)
         real = jnp.arange(tokens.shape[1])[None, :] >= start[:, None]
         vocab = logits.shape[-1]
         rows = jnp.arange(tokens.shape[0])[:, None]
@@ -65,7 +67,7 @@ class Generator:
         return logits, cache, seen
 
     def _decode_step(self, params, cache, token):
-        return nnx.merge(self.graphdef, params).decode_step(token, cache)
+        return nnx.merge(self.graphdef, self.cast(params)).decode_step(token, cache)
 
     def _choose(self, logits, seen, done, key):
         """(token [B], seen, done): rows already done emit pad_id; EOS marks a row done."""

@@ -1,9 +1,10 @@
 """Command line: `python -m muse_jax.main --config configs/tiny_ja.py [--config.a.b=value] [--mode=...]`.
 
-Flags only; the work is done in `muse_jax.train.loop` (and `muse_jax.chat`). The config is locked:
-an unknown key or a value of the wrong type is a flag error, and a value out of range or
-inconsistent with another (`muse_jax.config_error.ConfigError`, raised where the value is read)
-is reported the same way: one line, exit status 2.
+Flags only: the config is read once into `muse_jax.settings.Settings`, which checks every value
+before anything is prepared or compiled, and the mode's module in `muse_jax.modes` does the work.
+The config is locked: an unknown key or a value of the wrong type is a flag error, and a value
+out of range or inconsistent with another (`ConfigError`, raised by the settings) is reported
+the same way: one line, exit status 2.
 """
 
 import os
@@ -13,8 +14,9 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from muse_jax.config_error import ConfigError
 from muse_jax.data.errors import DataError
+from muse_jax.settings import ConfigError, Settings
+from muse_jax.train.errors import NoCheckpoint
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file in configs/.", lock_config=True)
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "generate", "chat", "dry_run", "prepare"],
@@ -75,32 +77,34 @@ def main(argv: list[str]) -> None:
         fail("--eval_file is read by --mode=eval only")
     if eval_file is not None and not os.path.isfile(eval_file):
         fail(f"--eval_file {eval_file!r}: no such file")
+    settings = Settings.from_config(cfg)  # every check, before anything is prepared or compiled
     if _MODE.value == "prepare":  # data only: JAX is never imported
         from muse_jax.data.prepared import run_prepare
 
-        run_prepare(cfg.data, cfg.workdir)
+        run_prepare(settings.data)
         return
     prompt = prompt_text()
-    from muse_jax.sampling import SamplingSettings
-
-    SamplingSettings.from_config(cfg.sample)  # a bad sample.* value fails now, not after training
-    from muse_jax.train import loop  # after the config loads: bad input fails fast, before JAX loads
-
     if _MODE.value == "train":
-        loop.train(cfg, prompt)
+        from muse_jax.modes.train import train
+
+        train(settings, prompt, cfg.to_json(indent=2))
     elif _MODE.value == "dry_run":
         from muse_jax.train.dry_run import dry_run
 
-        if not dry_run(cfg)["fits"]:
+        if not dry_run(settings)["fits"]:
             sys.exit(1)
     elif _MODE.value == "eval":
-        loop.evaluate_checkpoint(cfg, eval_file)
-    elif _MODE.value == "chat":
-        from muse_jax.chat import chat
+        from muse_jax.modes.evaluate import evaluate_checkpoint
 
-        chat(cfg)
+        evaluate_checkpoint(settings, eval_file)
+    elif _MODE.value == "chat":
+        from muse_jax.modes.chat import chat
+
+        chat(settings)
     else:
-        loop.generate_from_checkpoint(cfg, prompt)
+        from muse_jax.modes.generate import generate_from_checkpoint
+
+        generate_from_checkpoint(settings, prompt)
 
 
 def run() -> None:
@@ -108,8 +112,8 @@ def run() -> None:
         app.run(main, flags_parser=parse_flags)
     except KeyboardInterrupt:
         sys.exit(130)
-    except (DataError, ConfigError) as e:  # bad input data (file, line, byte) or config value (key): one line
-        fail(str(e))
+    except (DataError, ConfigError, NoCheckpoint) as e:  # bad input data (file, line, byte), config value (key),
+        fail(str(e))                                     # or no checkpoint to read: one line
 
 
 if __name__ == "__main__":

@@ -21,10 +21,18 @@ def git_commit() -> str:
         return "unknown"
 
 
+def command_line() -> str:
+    """The command as typed: `python -m package.module args` when run with -m, else the script."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    argv = ["-m", spec.name, *sys.argv[1:]] if spec is not None and spec.name else sys.argv
+    return " ".join([os.path.basename(sys.executable), *argv])
+
+
 def provenance() -> dict:
     devices = jax.devices()
     return {
-        "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
+        "command": command_line(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "git_commit": git_commit(),
         "machine": {

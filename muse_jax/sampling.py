@@ -1,41 +1,13 @@
 """Choosing the next token from logits: repetition penalty, temperature, top-k, top-p (nucleus).
 
-`SamplingSettings.from_config(cfg.sample)` reads the `sample.*` keys; `sample_next` applies them
-in the order penalty → temperature → top-k / top-p → draw (temperature 0: greedy argmax).
+`sample_next` applies the `sample.*` settings (`SampleSettings`) in the order penalty →
+temperature → top-k / top-p → draw (temperature 0: greedy argmax).
 """
-
-import dataclasses
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 
-from muse_jax.config_error import ConfigError
-
-
-@dataclasses.dataclass(frozen=True)
-class SamplingSettings:
-    """How tokens are chosen (hashable: a static argument of the jitted sampler)."""
-
-    max_new_tokens: int = 48
-    temperature: float = 0.8  # 0 = greedy
-    top_k: int = 0  # 0 = off
-    top_p: float = 1.0  # 1 = off
-    repetition_penalty: float = 1.0  # 1 = off; > 1 discourages tokens already in the context
-
-    def __post_init__(self):
-        if self.max_new_tokens < 0:
-            raise ConfigError(f"sample.max_new_tokens must be >= 0, got {self.max_new_tokens}")
-        if self.repetition_penalty <= 0:
-            raise ConfigError(f"sample.repetition_penalty must be > 0, got {self.repetition_penalty}")
-        if not 0 < self.top_p <= 1:
-            raise ConfigError(f"sample.top_p must be in (0, 1], got {self.top_p}")
-
-    @classmethod
-    def from_config(cls, sample_cfg: ml_collections.ConfigDict) -> "SamplingSettings":
-        return cls(max_new_tokens=int(sample_cfg.max_new_tokens), temperature=float(sample_cfg.temperature),
-                   top_k=int(sample_cfg.top_k), top_p=float(sample_cfg.top_p),
-                   repetition_penalty=float(sample_cfg.repetition_penalty))
+from muse_jax.settings import SampleSettings
 
 
 def filter_logits(logits: jax.Array, top_k: int, top_p: float) -> jax.Array:
@@ -76,7 +48,7 @@ def sample_token(logits: jax.Array, key: jax.Array, temperature: float, top_k: i
     return jax.random.categorical(key, filter_logits(logits / temperature, top_k, top_p), axis=-1)
 
 
-def sample_next(logits: jax.Array, seen: jax.Array, key: jax.Array, settings: SamplingSettings) -> jax.Array:
+def sample_next(logits: jax.Array, seen: jax.Array, key: jax.Array, settings: SampleSettings) -> jax.Array:
     """The next token [...] from logits [..., V]: repetition penalty on `seen`, then `sample_token`."""
     if settings.repetition_penalty != 1.0:
         logits = apply_repetition_penalty(logits, seen, settings.repetition_penalty)

@@ -7,13 +7,14 @@ from flax import nnx
 
 from muse_jax.model.bk_mixer import BKMixer
 from muse_jax.model.linear import LinearSpec
+from muse_jax.settings import BKSettings
 
 
 def make_mixer(tiny_config, **bk) -> BKMixer:
     cfg = tiny_config.model.bk
     for key, value in bk.items():
         cfg[key] = value
-    return BKMixer(tiny_config.model.d_model, cfg, LinearSpec(), rngs=nnx.Rngs(0))
+    return BKMixer(tiny_config.model.d_model, BKSettings.from_config(cfg), LinearSpec(), rngs=nnx.Rngs(0))
 
 
 def test_lap_bounds_the_resolvent_on_extreme_inputs(tiny_config):

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from muse_jax.model import bk_scan
-from muse_jax.model.bk_core import _prepare, causal_resolvent_diag
+from muse_jax.model.bk_core import causal_resolvent_diag, prepare_inputs
 
 
 def _inputs(rng, batch, n, k_max=2.0, imz=(0.1, 1.0)):
@@ -23,7 +23,7 @@ def _inputs(rng, batch, n, k_max=2.0, imz=(0.1, 1.0)):
 
 def _reference(a, kappa, z):
     """Plain autodiff through a complex lax.scan of the recursion (same dtype as the inputs)."""
-    a_, k_, z_ = _prepare(a, kappa, z)
+    a_, k_, z_ = prepare_inputs(a, kappa, z)
     return bk_scan.sequential_autodiff(a_.astype(z_.dtype) - z_[..., None], k_)
 
 
@@ -120,13 +120,21 @@ def _float64_reference(a, kappa, z):
         return np.asarray(jax.jit(_reference)(*args))
 
 
+ULP32 = 2.0**-24  # float32 unit roundoff
+
+
 def test_compensated_is_accurate_where_float32_is_not():
-    """N = 4096 of the worst-case inputs: compensated stays within a few ulp of float64 and
-    its gradients equal the plain ones (same adjoint, more accurate g)."""
+    """N = 4096 of the worst-case inputs, against the float64 recursion: plain float32 arithmetic
+    (sequential) loses accuracy, max relative error > 1e-5 (measured 4.2e-5, 22 positions above
+    1e-5), while compensated stays within a few ulp (<= 4 · 2^-24 ≈ 2.4e-7; measured 5.9e-8) --
+    at least 40x better. Its gradients equal the plain ones (same adjoint, more accurate g)."""
     a, kappa, z = _range_inputs(4096, seed=3)
     ref = _float64_reference(a, kappa, z)
-    g = causal_resolvent_diag(a, kappa, z, impl="sequential", compensated=True)
-    assert _maxrel(g, ref) <= 1e-6
+    compensated = _maxrel(causal_resolvent_diag(a, kappa, z, impl="sequential", compensated=True), ref)
+    plain = _maxrel(causal_resolvent_diag(a, kappa, z, impl="sequential"), ref)
+    assert plain > 1e-5, plain  # the ill-conditioned regime: float32 is not enough here
+    assert compensated <= 4 * ULP32, compensated
+    assert compensated * 40 <= plain, (compensated, plain)
     grad = lambda comp: jax.grad(  # noqa: E731
         lambda a_: jnp.sum(jnp.real(causal_resolvent_diag(a_, kappa, z, compensated=comp)) * 1e-3)
     )(a)

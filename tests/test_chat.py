@@ -8,10 +8,11 @@ import sys
 import jax
 import numpy as np
 
-from muse_jax.chat import REPLY_PREFIX, TextStream, chat_prompt, converse
+from muse_jax.modes.chat import REPLY_PREFIX, TextStream, chat_prompt, converse
 from muse_jax.data.prepared import PreparedData
 from muse_jax.data.sources import instruction_document
-from muse_jax.train import loop
+from muse_jax.modes.train import train
+from muse_jax.settings import Settings
 from test_cli import config_module
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -89,7 +90,7 @@ def cli(config_file: str, *args: str, stdin: str = "") -> subprocess.CompletedPr
 def test_chat_and_prompt_file_on_a_trained_checkpoint(tiny_config, tmp_path):
     tiny_config.train.steps = 4
     tiny_config.sample.max_new_tokens = 6
-    loop.train(tiny_config, "日本")
+    train(Settings.from_config(tiny_config), "日本")
     config_file = config_module(tmp_path, tiny_config)  # the same config, for the subprocesses
 
     r = cli(str(config_file), "--mode=chat", stdin="こんにちは\n日本の首都は？\n/exit\n")

@@ -18,7 +18,7 @@ from muse_jax.data.errors import DataError
 from muse_jax.data.parallel import WorkerPool
 from muse_jax.data.prepare import prepare
 from muse_jax.data.prepared import load_prepared, out_dir_for, prepared_for_training
-from muse_jax.data.settings import DataSettings
+from muse_jax.settings import DataSettings
 from muse_jax.data.shards import read_records, record_ids
 from muse_jax.data.tokenizer import EOS_ID, load_tokenizer, train_tokenizer
 

@@ -1,13 +1,52 @@
-"""The experiments' statistics and sweep bookkeeping against plain references."""
+"""The experiments' statistics and sweep bookkeeping against plain references, and every
+experiment script runnable as `python -m experiments.<name>` from the repository root."""
 
+import glob
 import json
 import math
+import os
+import runpy
+import subprocess
+import sys
 
 import pytest
 
 from experiments.learning_efficiency import loss_ladder, summarize, tokens_to_reach
 from experiments.stats import paired_difference, sample_sd, t_quantile
-from experiments.sweep import RunSpec, append_jsonl, read_jsonl
+from experiments.sweep import ROOT, RunSpec, append_jsonl, read_jsonl
+
+
+def experiment_sources() -> dict[str, str]:
+    """{module name: source} of every file in experiments/."""
+    sources = {}
+    for path in sorted(glob.glob(os.path.join(ROOT, "experiments", "*.py"))):
+        with open(path, encoding="utf-8") as f:
+            sources[os.path.basename(path)[:-3]] = f.read()
+    return sources
+
+
+SCRIPTS = [name for name, source in experiment_sources().items() if 'if __name__ == "__main__":' in source]
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_script_runs_as_a_module(name, monkeypatch, capsys):
+    """`python -m experiments.<name> --help` (runpy is what -m runs) prints the usage."""
+    monkeypatch.setattr(sys, "argv", [name, "--help"])
+    monkeypatch.delitem(sys.modules, f"experiments.{name}", raising=False)  # run fresh, as -m does
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_module(f"experiments.{name}", run_name="__main__", alter_sys=True)
+    assert exit_.value.code == 0
+    assert "usage:" in capsys.readouterr().out
+
+
+def test_module_command_line_from_the_repository_root():
+    out = subprocess.run([sys.executable, "-m", "experiments.ablation", "--help"], cwd=ROOT, capture_output=True,
+                         text=True, env={**os.environ, "PYTHONPATH": ""}, check=True).stdout
+    assert out.startswith("usage: python -m experiments.ablation")
+
+
+def test_no_script_edits_sys_path():
+    assert [name for name, source in experiment_sources().items() if "sys.path" in source] == []
 
 
 @pytest.mark.parametrize("df, expected", [(1, 12.7062), (4, 2.7764), (9, 2.2622), (30, 2.0423)])

@@ -10,10 +10,11 @@ from test_model import COMPONENTS, set_model_keys
 
 from muse_jax.generate import Generator, left_pad
 from muse_jax.model.lm import LanguageModel
-from muse_jax.sampling import SamplingSettings, apply_repetition_penalty, sample_next
+from muse_jax.sampling import apply_repetition_penalty, sample_next
+from muse_jax.settings import ModelSettings, SampleSettings
 
 VOCAB = 97
-GREEDY = SamplingSettings(max_new_tokens=8, temperature=0.0)
+GREEDY = SampleSettings(max_new_tokens=8, temperature=0.0)
 VARIANTS = {
     "bk": {},
     "bk_all": COMPONENTS["all"],  # Prime-Bump, LAP, semiseparable, scattering router, hyperbolic TT head,
@@ -28,7 +29,7 @@ VARIANTS = {
 def build(tiny_config, variant: str):
     """(graphdef, params) of a tiny model of the variant ("a.b" keys set under tiny_config.model)."""
     cfg = set_model_keys(tiny_config.model, VARIANTS[variant])
-    graphdef, state = nnx.split(LanguageModel(cfg, VOCAB, rngs=nnx.Rngs(0)))
+    graphdef, state = nnx.split(LanguageModel(ModelSettings.from_config(cfg), VOCAB, rngs=nnx.Rngs(0)))
     return graphdef, nnx.to_pure_dict(state)
 
 
@@ -90,7 +91,7 @@ def test_generation_stops_at_eos_and_is_seeded(tiny_config):
     stop = free.index(free[-1])  # the first time the last token appears
     assert Generator(graphdef, GREEDY, eos_id=free[stop]).generate(params, prompt, jax.random.key(0))[0] == free[:stop]
 
-    sampled = Generator(graphdef, SamplingSettings(max_new_tokens=12, temperature=1.5, top_k=20, top_p=0.95,
+    sampled = Generator(graphdef, SampleSettings(max_new_tokens=12, temperature=1.5, top_k=20, top_p=0.95,
                                                    repetition_penalty=1.3), eos_id=VOCAB + 1)
     runs = [sampled.generate(params, prompt * 2, jax.random.key(seed))[0] for seed in (7, 7, 8)]
     assert runs[0] == runs[1] and runs[0] != runs[2]
@@ -106,7 +107,7 @@ def test_repetition_penalty_lowers_seen_logits_of_either_sign():
 def test_top_k_top_p_never_emit_outside_the_set(top_k, top_p):
     logits = jax.random.normal(jax.random.key(3), (64, 50)) * 3
     seen = jax.random.bernoulli(jax.random.key(4), 0.3, (64, 50))
-    settings = SamplingSettings(temperature=1.0, top_k=top_k, top_p=top_p, repetition_penalty=1.5)
+    settings = SampleSettings(temperature=1.0, top_k=top_k, top_p=top_p, repetition_penalty=1.5)
     penalised = np.asarray(apply_repetition_penalty(logits, seen, 1.5))
     order = np.argsort(-penalised, axis=-1)
     probs = np.take_along_axis(np.asarray(jax.nn.softmax(penalised)), order, -1)

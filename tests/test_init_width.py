@@ -11,6 +11,8 @@ from flax import nnx
 
 from configs.tiny_ja import get_config
 from muse_jax.model.lm import LanguageModel
+from muse_jax.model.param_roles import roles
+from muse_jax.settings import ModelSettings
 from muse_jax.train.precision import cast_weights
 
 VOCAB = 4096  # the demo's; a small vocabulary is the strict case (the self-logit competes with V others)
@@ -33,12 +35,14 @@ def first_loss(d_model: int, kind: str, embedding: str, low_rank: int, ternary: 
     c = get_config().model
     c.kind, c.embedding, c.low_rank, c.ternary = kind, embedding, low_rank, ternary
     c.d_model, c.n_layers, c.n_heads, c.ffn_mult = d_model, 2, d_model // 64, 1
-    graphdef, params = nnx.split(LanguageModel(c, VOCAB, rngs=nnx.Rngs(0)))
+    model = LanguageModel(ModelSettings.from_config(c), VOCAB, rngs=nnx.Rngs(0))
+    cast = roles(model).cast
+    graphdef, params = nnx.split(model)
     tokens = jax.random.randint(jax.random.key(1), (2, 17), 0, VOCAB)
 
     @jax.jit
     def loss(params):
-        logits = nnx.merge(graphdef, cast_weights(params, jnp.dtype(dtype)))(tokens[:, :-1])
+        logits = nnx.merge(graphdef, cast_weights(nnx.to_pure_dict(params), jnp.dtype(dtype), cast))(tokens[:, :-1])
         return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), tokens[:, 1:, None], -1))
 
     return float(loss(params))

@@ -7,8 +7,10 @@ import shutil
 
 import jax
 
-from muse_jax.train import loop
 from test_train_controls import metric_rows
+from muse_jax.train.run import Run
+from muse_jax.settings import Settings
+from muse_jax.modes.train import train
 
 
 def test_offloaded_state_trains_and_resumes_like_the_device_one(tiny_config, capsys):
@@ -17,13 +19,13 @@ def test_offloaded_state_trains_and_resumes_like_the_device_one(tiny_config, cap
     t.ema_decay, t.eval_use_ema = 0.9, True
     plain = tiny_config.copy_and_resolve_references()
     plain.workdir = tiny_config.workdir + "_device"
-    loop.train(plain, "日本")
+    train(Settings.from_config(plain), "日本")
 
     t.offload_params = t.offload_optimizer = True
-    loop.train(tiny_config, "日本")
+    train(Settings.from_config(tiny_config), "日本")
     assert metric_rows(tiny_config.workdir) == metric_rows(plain.workdir)  # losses, norms, EMA val_loss
 
-    run = loop.Run(tiny_config)
+    run = Run(Settings.from_config(tiny_config))
     run.restore_latest()
     kinds = {part: {x.sharding.memory_kind for x in jax.tree.leaves(getattr(run.state, part))}
              for part in ("params", "opt_state", "ema_params", "step")}
@@ -35,6 +37,6 @@ def test_offloaded_state_trains_and_resumes_like_the_device_one(tiny_config, cap
     shutil.copytree(tiny_config.workdir, resumed.workdir)
     shutil.rmtree(os.path.join(resumed.workdir, "checkpoints", "4"))
     capsys.readouterr()
-    loop.train(resumed, "日本")
+    train(Settings.from_config(resumed), "日本")
     assert "resumed from step 2" in capsys.readouterr().out
     assert metric_rows(resumed.workdir) == metric_rows(plain.workdir)

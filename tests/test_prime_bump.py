@@ -9,6 +9,7 @@ from flax import nnx
 from muse_jax.model.bk_mixer import ENERGY_MAX
 from muse_jax.model.lm import LanguageModel
 from muse_jax.model.prime_bump import prime_bump_energies, prime_bump_potential, primes_up_to
+from muse_jax.settings import ModelSettings
 
 
 def naive_potential(x: float, max_prime: int, max_power: int, eps: float) -> float:
@@ -53,7 +54,7 @@ def test_prime_bump_changes_the_model_outputs(tiny_config):
     outputs, energies = [], []
     for prime_bump in (False, True):
         cfg.bk.prime_bump = prime_bump
-        model = LanguageModel(cfg, 97, rngs=nnx.Rngs(0))
+        model = LanguageModel(ModelSettings.from_config(cfg), 97, rngs=nnx.Rngs(0))
         outputs.append(np.asarray(model(tokens)))
         energies.append(np.asarray(model.blocks.mixer.energy[...]))
     assert not np.allclose(energies[0], energies[1])

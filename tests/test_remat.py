@@ -8,12 +8,13 @@ from flax import nnx
 
 from muse_jax.model.lm import LanguageModel
 from muse_jax.model.remat import REMAT_POLICIES
+from muse_jax.settings import ModelSettings
 
 VOCAB = 97
 
 
 def loss_and_grads(tiny_config, policy):
-    model = LanguageModel(tiny_config.model, VOCAB, rngs=nnx.Rngs(0), remat_policy=policy)
+    model = LanguageModel(ModelSettings.from_config(tiny_config.model), VOCAB, rngs=nnx.Rngs(0), remat_policy=policy)
     graphdef, state = nnx.split(model)
     params = nnx.to_pure_dict(state)
     tokens = jax.random.randint(jax.random.key(0), (2, 24), 0, VOCAB)
@@ -37,5 +38,5 @@ def test_every_policy_gives_the_same_loss_and_gradients(tiny_config):
 
 
 def test_unknown_policy_is_an_error(tiny_config):
-    with pytest.raises(ValueError, match="train.remat_policy"):
-        LanguageModel(tiny_config.model, VOCAB, rngs=nnx.Rngs(0), remat_policy="sometimes")
+    with pytest.raises(ValueError, match="unknown remat policy"):
+        LanguageModel(ModelSettings.from_config(tiny_config.model), VOCAB, rngs=nnx.Rngs(0), remat_policy="sometimes")

@@ -13,7 +13,8 @@ import sys
 import numpy as np
 import pytest
 
-from muse_jax.train import loop
+from muse_jax.modes.train import train
+from muse_jax.settings import Settings
 from tests.conftest import make_tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -25,7 +26,9 @@ WORKER = r"""
 import json, sys
 import jax
 from configs.tiny_ja import get_config
-from muse_jax.train import loop
+from muse_jax.train.run import Run
+from muse_jax.settings import Settings
+from muse_jax.modes.train import train
 
 def apply(c, d):
     for k, v in d.items():
@@ -34,12 +37,12 @@ def apply(c, d):
         else:
             c[k] = tuple(v) if isinstance(c[k], tuple) else v
 
-out = {"runs": []}  # jax.device_count() only after loop.train: it joins the processes first
+out = {"runs": []}  # jax.device_count() only after train: it joins the processes first
 for flat in json.loads(sys.argv[1]):
     cfg = get_config()
     apply(cfg, flat)
-    loop.train(cfg, "日本")
-    run = loop.Run(cfg)
+    train(Settings.from_config(cfg), "日本")
+    run = Run(Settings.from_config(cfg))
     run.restore_latest()
     leaves = jax.tree_util.tree_leaves_with_path(run.state)
     out["runs"].append({
@@ -112,7 +115,7 @@ def test_mesh_2x4_trains_like_one_device(eight_devices, tiny_config, kind):
     configs, _ = eight_devices
     one = small(tiny_config, kind, f"{kind}_1")
     one.mesh.data, one.mesh.fsdp = 1, 1
-    loop.train(one, "日本")
+    train(Settings.from_config(one), "日本")
     expected = metric_rows(one.workdir)
     assert_same_losses(metric_rows(configs[kind].workdir), expected, range(1, STEPS + 1))
 
@@ -148,7 +151,7 @@ def test_checkpoint_of_8_devices_resumes_on_1_and_on_4(eight_devices, capsys):
 
     one = resume_from_step_2(configs["bk"], "_on1")
     one.mesh.data, one.mesh.fsdp = 1, 1
-    loop.train(one, "日本")
+    train(Settings.from_config(one), "日本")
     assert "resumed from step 2" in capsys.readouterr().out
     assert_same_losses(metric_rows(one.workdir), expected, (3, 4))
 

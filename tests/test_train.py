@@ -6,7 +6,13 @@ import os
 import pytest
 
 from muse_jax.data.errors import DataError
-from muse_jax.train import loop
+from muse_jax.settings import Settings
+from muse_jax.train.errors import NoCheckpoint
+from muse_jax.modes import train as train_mode
+from muse_jax.modes.train import train
+from muse_jax.train.metrics import DelayedLog
+from muse_jax.modes.generate import generate_from_checkpoint
+from muse_jax.modes.evaluate import evaluate_checkpoint
 
 
 def losses(workdir: str) -> dict[int, float]:
@@ -52,7 +58,7 @@ def interrupt_after(n_batches: int, make_dataset):
 def test_metrics_rows_and_resume_is_exact(tiny_config, monkeypatch, capsys):
     reference = tiny_config.copy_and_resolve_references()
     reference.workdir = tiny_config.workdir + "_reference"
-    loop.train(reference, "日本")
+    train(Settings.from_config(reference), "日本")
     expected = losses(reference.workdir)
     assert sorted(expected) == list(range(1, 9))
 
@@ -63,41 +69,42 @@ def test_metrics_rows_and_resume_is_exact(tiny_config, monkeypatch, capsys):
     assert any("val_loss" in r for r in rows)
 
     # Killed after 6 steps (last checkpoint at 4), then the same command again: resumes at 4.
-    original = loop.train_dataset
-    monkeypatch.setattr(loop, "train_dataset", interrupt_after(6, original))
+    original = train_mode.train_dataset
+    monkeypatch.setattr(train_mode, "train_dataset", interrupt_after(6, original))
     with pytest.raises(Interrupt):
-        loop.train(tiny_config, "日本")
-    monkeypatch.setattr(loop, "train_dataset", original)
+        train(Settings.from_config(tiny_config), "日本")
+    monkeypatch.setattr(train_mode, "train_dataset", original)
     assert max(losses(tiny_config.workdir)) > 4  # rows past the last checkpoint, to be re-logged
-    loop.train(tiny_config, "日本")
+    train(Settings.from_config(tiny_config), "日本")
     assert "resumed from step 4" in capsys.readouterr().out
     assert losses(tiny_config.workdir) == expected  # exactly equal, every step
 
 
 def test_eval_and_generate_modes_read_the_checkpoint(tiny_config, tmp_path, capsys):
     tiny_config.train.steps = 4
-    loop.train(tiny_config, "日本")
-    result = loop.evaluate_checkpoint(tiny_config)
+    train(Settings.from_config(tiny_config), "日本")
+    result = evaluate_checkpoint(Settings.from_config(tiny_config))
     assert result["step"] == 4 and result["val_loss"] > 0
 
     text_file = tmp_path / "held_out.txt"
     text_file.write_text("日本語の文章を評価する。" * 40, encoding="utf-8")
-    on_file = loop.evaluate_checkpoint(tiny_config, str(text_file))
+    on_file = evaluate_checkpoint(Settings.from_config(tiny_config), str(text_file))
     assert on_file["eval_file"] == str(text_file) and on_file["val_loss"] > 0
     assert on_file["val_loss"] != result["val_loss"]
     text_file.write_bytes(b"\xff\xfe not utf-8")
     with pytest.raises(DataError, match="held_out.txt .byte 0.: not UTF-8"):
-        loop.evaluate_checkpoint(tiny_config, str(text_file))
+        evaluate_checkpoint(Settings.from_config(tiny_config), str(text_file))
     text_file.write_text("短い", encoding="utf-8")
     with pytest.raises(DataError, match="too few for one window"):
-        loop.evaluate_checkpoint(tiny_config, str(text_file))
-    text = loop.generate_from_checkpoint(tiny_config, "日本語")
+        evaluate_checkpoint(Settings.from_config(tiny_config), str(text_file))
+    text = generate_from_checkpoint(Settings.from_config(tiny_config), "日本語")
     assert text.startswith("日本語")
 
 
-def test_no_checkpoint_is_a_clear_error(tiny_config):
-    with pytest.raises(SystemExit, match="no checkpoint"):
-        loop.evaluate_checkpoint(tiny_config)
+def test_no_checkpoint_is_a_clear_error_before_anything_is_written(tiny_config):
+    with pytest.raises(NoCheckpoint, match="no checkpoint"):
+        evaluate_checkpoint(Settings.from_config(tiny_config))
+    assert not os.path.exists(tiny_config.workdir)  # nothing prepared
 
 
 def test_device_memory_fields_absent_on_cpu_and_measured_where_the_backend_keeps_stats(tiny_config, monkeypatch):
@@ -109,13 +116,13 @@ def test_device_memory_fields_absent_on_cpu_and_measured_where_the_backend_keeps
     tiny_config.train.steps = 4
     reference = tiny_config.copy_and_resolve_references()
     reference.workdir = tiny_config.workdir + "_cpu"
-    loop.train(reference, "日本")
+    train(Settings.from_config(reference), "日本")
     with open(os.path.join(reference.workdir, "metrics.jsonl"), encoding="utf-8") as f:
         cpu_rows = [json.loads(line) for line in f]
     assert not any({"device_peak_gib", "device_peak_estimate_gib"} & set(r) for r in cpu_rows)
 
     monkeypatch.setattr(device_memory, "device_peak_gib", lambda: 0.25)
-    loop.train(tiny_config, "日本")
+    train(Settings.from_config(tiny_config), "日本")
     with open(os.path.join(tiny_config.workdir, "metrics.jsonl"), encoding="utf-8") as f:
         rows = [json.loads(line) for line in f]
     assert all(r["device_peak_gib"] == 0.25 for r in rows)
@@ -145,7 +152,7 @@ def test_tokens_per_sec_times_completed_work_when_dispatch_is_synchronous():
     every logged interval, the last included, must read 1 step per second (it read ∞ at the end)."""
     now = [0.0]
     rows = FakeRows()
-    log = loop.DelayedLog(rows, rows, tokens_per_step=1, step=0, clock=lambda: now[0])
+    log = DelayedLog(rows, rows, tokens_per_step=1, step=0, clock=lambda: now[0])
     steps = 5
     for step in range(1, steps + 1):
         now[0] += 1.0  # the dispatch ran the whole step

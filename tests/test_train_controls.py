@@ -13,13 +13,16 @@ from test_model import ALL_ON, set_model_keys
 from test_train import Interrupt, interrupt_after
 
 from muse_jax.model.lm import LanguageModel
-from muse_jax.train import loop
-from muse_jax.train.optimizer import build_optimizer, decay_mask, optimizer_metrics
+from muse_jax.model.param_roles import roles
+from muse_jax.train.optimizer import build_optimizer, optimizer_metrics
 from muse_jax.train.step import accumulate_gradients, ema_update, make_train_step, smoothed_cross_entropy
+from muse_jax.settings import ConfigError, ModelSettings, OptimSettings, Settings, TrainSettings
+from muse_jax.modes import train as train_mode
+from muse_jax.modes.train import train
 
 
 def test_accumulated_gradients_equal_one_large_batch(tiny_config):
-    graphdef, state = nnx.split(LanguageModel(tiny_config.model, 64, rngs=nnx.Rngs(0)))
+    graphdef, state = nnx.split(LanguageModel(ModelSettings.from_config(tiny_config.model), 64, rngs=nnx.Rngs(0)))
     params = nnx.to_pure_dict(state)
     tokens = jax.random.randint(jax.random.PRNGKey(1), (8, 17), 0, 64)
     batch = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:]}
@@ -55,8 +58,7 @@ def test_clip_threshold_warmup_then_clip_and_lr(tiny_config, tsp):
     cfg = tiny_config.optim
     cfg.warmup_steps, cfg.grad_clip_warmup, cfg.clip_warmup_steps, cfg.grad_clip = 0, 0.5, 2, 2.0
     cfg.tsp.enabled = tsp  # city 0 ("explore"): lr × 1.5, clip × 2
-    cfg.lr_base_width, cfg.embed_lr_mult = 0, 1.0  # one parameter group (no model to find groups in)
-    tx = build_optimizer(cfg, 10, seed=0)
+    tx = build_optimizer(OptimSettings.from_config(cfg), 10, seed=0)  # no model: one parameter group
     params = {"w": jnp.zeros(3)}
     state = tx.init(params)
     update = jax.jit(lambda state: tx.update({"w": jnp.array([0.0, 6.0, 8.0])}, state, params, loss=1.0)[1])
@@ -89,8 +91,9 @@ def test_nan_micro_batch_skips_the_whole_step(tiny_config):
     tiny_config.train.grad_accum_steps, tiny_config.train.ema_decay = 2, 0.9
     tiny_config.optim.aligner.enabled = tiny_config.optim.tsp.enabled = True
     graphdef, params = reciprocal_model()
-    tiny_config.optim.lr_base_width, tiny_config.optim.embed_lr_mult = 0, 1.0  # one parameter group
-    init_state, train_step = make_train_step(graphdef, build_optimizer(tiny_config.optim, 8, 0), tiny_config.train)
+    tx = build_optimizer(OptimSettings.from_config(tiny_config.optim), 8, 0)  # no model: one parameter group
+    cast = jax.tree.map(lambda _: True, params)
+    init_state, train_step = make_train_step(graphdef, tx, TrainSettings.from_config(tiny_config.train), cast)
     good = {"inputs": jnp.arange(1, 13).reshape(4, 3) % 7 + 1, "targets": jnp.arange(12).reshape(4, 3) % 8}
     bad = {**good, "inputs": good["inputs"].at[3, 1].set(0)}  # in the second micro-batch only
 
@@ -108,10 +111,9 @@ def test_nan_micro_batch_skips_the_whole_step(tiny_config):
 
 
 def test_grad_accum_steps_out_of_range_is_an_error(tiny_config):
-    graphdef, _ = reciprocal_model()
     tiny_config.train.grad_accum_steps = 65
-    with pytest.raises(ValueError, match="grad_accum_steps"):
-        make_train_step(graphdef, optax.sgd(0.1), tiny_config.train)
+    with pytest.raises(ConfigError, match="train.grad_accum_steps must be in"):
+        TrainSettings.from_config(tiny_config.train)
 
 
 def metric_rows(workdir: str) -> dict[int, dict]:
@@ -133,7 +135,7 @@ def test_accumulated_run_with_every_control_resumes_exactly(tiny_config, monkeyp
     o.tsp.enabled, o.tsp.window_size, o.tsp.eval_interval, o.tsp.min_dwell, o.tsp.epsilon = True, 2, 2, 0, 0.5
     reference = tiny_config.copy_and_resolve_references()
     reference.workdir = tiny_config.workdir + "_reference"
-    loop.train(reference, "日本")
+    train(Settings.from_config(reference), "日本")
     expected = metric_rows(reference.workdir)
     train_keys = {"loss", "lr", "grad_norm_raw", "grad_norm_clipped", "skipped_steps",
                   "aligner/opposite_fraction", "aligner/energy_removed", "tsp/city"}
@@ -141,12 +143,12 @@ def test_accumulated_run_with_every_control_resumes_exactly(tiny_config, monkeyp
     assert all(np.isfinite(expected[step]["loss"]) for step in range(1, 9))
     assert "val_loss" in expected[4] and "val_loss" in expected[8]
 
-    original = loop.train_dataset
-    monkeypatch.setattr(loop, "train_dataset", interrupt_after(6, original))
+    original = train_mode.train_dataset
+    monkeypatch.setattr(train_mode, "train_dataset", interrupt_after(6, original))
     with pytest.raises(Interrupt):
-        loop.train(tiny_config, "日本")
-    monkeypatch.setattr(loop, "train_dataset", original)
-    loop.train(tiny_config, "日本")
+        train(Settings.from_config(tiny_config), "日本")
+    monkeypatch.setattr(train_mode, "train_dataset", original)
+    train(Settings.from_config(tiny_config), "日本")
     assert "resumed from step 4" in capsys.readouterr().out
     assert metric_rows(tiny_config.workdir) == expected  # losses, norms, lr, city, EMA val_loss
 
@@ -154,9 +156,8 @@ def test_accumulated_run_with_every_control_resumes_exactly(tiny_config, monkeyp
 def test_weight_decay_reaches_every_weight_matrix_and_nothing_else(tiny_config):
     """All components on (TT embedding, low-rank linears, MoE, BK): decayed = the kernels, the
     embedding table or its TT cores; never a norm scale, bias, energy or width."""
-    model = LanguageModel(set_model_keys(tiny_config.model, ALL_ON), 97, rngs=nnx.Rngs(0))
-    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))  # the train state's form
-    names = {jax.tree_util.keystr(p): bool(m) for p, m in jax.tree_util.tree_leaves_with_path(decay_mask(params))}
+    model = LanguageModel(ModelSettings.from_config(set_model_keys(tiny_config.model, ALL_ON)), 97, rngs=nnx.Rngs(0))
+    names = {jax.tree_util.keystr(p): bool(m) for p, m in jax.tree_util.tree_leaves_with_path(roles(model).decay)}
     decayed = {n for n, m in names.items() if m}
     assert any("core_vocab" in n for n in decayed) and any("factor_in" in n for n in decayed)
     assert all(n.endswith(("'kernel']", "'embedding']", "'core_vocab_1']", "'core_vocab_2']", "'core_vocab_3']"))
@@ -168,33 +169,28 @@ def test_weight_decay_reaches_every_weight_matrix_and_nothing_else(tiny_config):
 def test_profile_window_writes_a_trace(tiny_config):
     tiny_config.train.steps = 4
     tiny_config.train.profile_start, tiny_config.train.profile_steps = 2, 2
-    loop.train(tiny_config, "日本")
+    train(Settings.from_config(tiny_config), "日本")
     traces = [f for _, _, files in os.walk(os.path.join(tiny_config.workdir, "profile")) for f in files]
     assert any(f.endswith(".xplane.pb") for f in traces), traces
 
 
 def test_profile_settings_out_of_range_are_an_error(tiny_config):
-    from muse_jax.config_error import ConfigError
-    from muse_jax.train.profiling import StepProfiler
-
     tiny_config.train.profile_steps = 0
     with pytest.raises(ConfigError, match="train.profile_steps"):
-        StepProfiler(tiny_config.train, tiny_config.workdir, True)
+        TrainSettings.from_config(tiny_config.train)
 
 
 @pytest.mark.parametrize("key", ["log_every", "eval_every", "seq_len"])
 def test_zero_counts_are_a_config_error_before_anything_is_written(tiny_config, key):
-    from muse_jax.config_error import ConfigError
-
     tiny_config.train[key] = 0
     with pytest.raises(ConfigError, match=f"train.{key} must be >= 1"):
-        loop.train(tiny_config, "日本")
+        train(Settings.from_config(tiny_config), "日本")
     assert not os.path.exists(tiny_config.workdir)
 
 
 def test_a_profile_window_the_run_never_reaches_is_a_warning(tiny_config, capsys):
     tiny_config.train.steps, tiny_config.optim.warmup_steps = 2, 1
     tiny_config.train.profile_start = 5
-    loop.train(tiny_config, "日本")
+    train(Settings.from_config(tiny_config), "日本")
     assert "warning: train.profile_start=5 is not among the steps this run takes (1..2)" in capsys.readouterr().out
     assert not os.path.exists(os.path.join(tiny_config.workdir, "profile"))

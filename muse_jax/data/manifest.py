@@ -169,3 +169,10 @@ def sources_from_files(paths: Sequence[str], check_files: bool = True) -> list[S
         raise DataError("no sources: data.sources and data.manifest are both empty")
     _check_names(specs, "data.sources")
     return specs
+
+
+def configured_sources(settings, check_files: bool = True) -> list[SourceSpec]:
+    """`data.sources` when given, else the manifest's sources (`settings`: a DataSettings)."""
+    if settings.source_files:
+        return sources_from_files(settings.source_files, check_files)
+    return read_manifest(settings.manifest, check_files)

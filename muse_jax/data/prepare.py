@@ -39,14 +39,14 @@ import numpy as np
 from muse_jax.data.chunks import ChunkReader, file_sha256
 from muse_jax.data.cleaning import SeenKeys, validation_threshold
 from muse_jax.data.errors import DataError
-from muse_jax.data.manifest import SourceSpec
+from muse_jax.data.manifest import SourceSpec, configured_sources
 from muse_jax.data.parallel import WorkerPool
-from muse_jax.data.settings import DataSettings
 from muse_jax.data.shards import SHARD_MAX_TOKENS, ShardWriter
 from muse_jax.data.sources import KINDS, MAX_BAD_LINE_EXAMPLES
 from muse_jax.data.tokenize_chunks import (ChunkTask, CleaningSettings, process_chunk,
                                            token_dtype)
 from muse_jax.data.tokenizer import load_tokenizer, train_tokenizer
+from muse_jax.settings import DataSettings
 
 __all__ = ["PREPARED_FORMAT_VERSION", "META_FILE", "REPORT_FILE", "TOKENIZER_FILE", "prepare"]
 
@@ -55,6 +55,18 @@ META_FILE = "meta.json"
 REPORT_FILE = "report.json"
 TOKENIZER_FILE = "tokenizer.model"
 _PROGRESS_SECONDS = 10.0
+
+
+def content_settings(settings: DataSettings) -> dict:
+    """The settings that, with the input files, determine the prepared data."""
+    values = {"val_fraction": settings.val_fraction, "normalize_nfkc": settings.normalize_nfkc,
+              "min_chars": settings.min_chars}
+    if settings.tokenizer_path:
+        values["tokenizer_sha256"] = file_sha256(settings.tokenizer_path)
+    else:
+        values["vocab_size"] = settings.vocab_size
+        values["tokenizer_sample_lines"] = settings.tokenizer_sample_lines
+    return values
 
 
 def _log(message: str) -> None:
@@ -207,7 +219,7 @@ def _meta_and_report(settings, sources, tokenizer, shards: _SplitShards, counts,
     train = sum(s["train"]["tokens"] for s in meta_sources)
     val = sum(s["val"]["tokens"] for s in meta_sources)
     meta = {"format_version": PREPARED_FORMAT_VERSION, "tokenizer": tokenizer,
-            "dtype": token_dtype(tokenizer["vocab_size"]).name, "settings": settings.content_settings(),
+            "dtype": token_dtype(tokenizer["vocab_size"]).name, "settings": content_settings(settings),
             "train_tokens": train, "val_tokens": val, "sources": meta_sources}
     report = {"sources": report_sources, "workers": settings.workers, "seconds": seconds,
               "tokens_per_second": round((train + val) / max(seconds["encode_and_shard"], 1e-9))}
@@ -247,7 +259,7 @@ def prepare(settings: DataSettings, out_dir: str, shard_max_tokens: int = SHARD_
         ``on_error=raise``) the first bad line, naming file, line and byte offset.
     """
     start = time.perf_counter()
-    sources = settings.sources(check_files=True)
+    sources = configured_sources(settings, check_files=True)
     out_dir = os.path.abspath(out_dir)
     _check_replaceable(out_dir)
     os.makedirs(os.path.dirname(out_dir), exist_ok=True)

@@ -27,8 +27,9 @@ import numpy as np
 from muse_jax.data.chunks import file_sha256
 from muse_jax.data.cleaning import clean_document, nfkc_normalize
 from muse_jax.data.errors import DataError
-from muse_jax.data.prepare import META_FILE, PREPARED_FORMAT_VERSION, prepare
-from muse_jax.data.settings import DataSettings
+from muse_jax.data.manifest import configured_sources
+from muse_jax.data.prepare import META_FILE, PREPARED_FORMAT_VERSION, content_settings, prepare
+from muse_jax.settings import DataSettings
 
 __all__ = ["PreparedData", "load_prepared", "out_dir_for", "prepared_for_training", "run_prepare"]
 
@@ -136,19 +137,19 @@ def out_dir_for(settings: DataSettings) -> str:
     sources = [
         {"name": s.name, "kind": s.kind, "field": s.field,
          "files": [file_sha256(p) for p in s.files]}
-        for s in settings.sources(check_files=True)
+        for s in configured_sources(settings, check_files=True)
     ]
     payload = json.dumps({"format_version": PREPARED_FORMAT_VERSION, "sources": sources,
-                          "settings": settings.content_settings()}, sort_keys=True)
+                          "settings": content_settings(settings)}, sort_keys=True)
     return os.path.join(settings.cache_dir, "prepared-" + hashlib.sha256(payload.encode()).hexdigest()[:16])
 
 
 def _configured_weights(settings: DataSettings) -> dict[str, float]:
-    return {s.name: s.weight for s in settings.sources(check_files=False)}
+    return {s.name: s.weight for s in configured_sources(settings, check_files=False)}
 
 
 def _check_settings(directory: str, meta: dict, settings: DataSettings) -> None:
-    recorded, wanted = meta["settings"], settings.content_settings()
+    recorded, wanted = meta["settings"], content_settings(settings)
     differ = [f"{k}: prepared {recorded.get(k)!r}, configured {wanted.get(k)!r}"
               for k in sorted(set(recorded) | set(wanted)) if recorded.get(k) != wanted.get(k)]
     if differ:
@@ -179,9 +180,8 @@ def prepared_for_training(settings: DataSettings) -> PreparedData:
     return data
 
 
-def run_prepare(data_config, workdir: str) -> PreparedData:
+def run_prepare(settings: DataSettings) -> PreparedData:
     """``--mode=prepare``: (re)prepares the configured data into its out_dir."""
-    settings = DataSettings.from_config(data_config, workdir)
     directory = out_dir_for(settings)
     prepare(settings, directory)
     data = load_prepared(directory, _configured_weights(settings))

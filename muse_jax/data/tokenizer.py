@@ -29,6 +29,7 @@ from typing import Iterable, Sequence
 import sentencepiece as spm
 
 from muse_jax.data.errors import DataError
+from muse_jax.settings.data import MIN_VOCAB_SIZE
 
 __all__ = [
     "PAD_ID",
@@ -58,7 +59,6 @@ NUM_THREADS = 2
 USER_DEFINED_SYMBOLS = ("\n",)
 RESERVED_PIECES = 4 + 256 + len(USER_DEFINED_SYMBOLS)  # specials, bytes, "\n"
 _CHAR_SHARE_OF_FREE_SLOTS = 0.75
-MIN_VOCAB_SIZE = 300
 _SAMPLE_SEED = 0
 _MODEL_EXT = ".model"
 

@@ -4,7 +4,6 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from muse_jax.config_error import ConfigError
 from muse_jax.model.linear import LinearSpec
 
 
@@ -37,7 +36,7 @@ class CausalSelfAttention(nnx.Module):
 
     def __init__(self, d_model: int, n_heads: int, linear: LinearSpec = LinearSpec(), *, rngs: nnx.Rngs):
         if d_model % n_heads:
-            raise ConfigError(f"model.d_model={d_model} is not divisible by model.n_heads={n_heads}")
+            raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
         self.n_heads = n_heads
         self.qkv = linear.make(d_model, 3 * d_model, rngs=rngs)
         self.out = linear.make(d_model, d_model, rngs=rngs)

@@ -59,7 +59,6 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
-from muse_jax.config_error import ConfigError
 from muse_jax.model import bk_scan
 from muse_jax.model.bk_scan import IMPLS
 
@@ -69,13 +68,14 @@ __all__ = [
     "resolvent_diag",
     "bk_init_state",
     "bk_step",
+    "prepare_inputs",
 ]
 
 
 # ---------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------
-def _prepare(a, kappa, z, mask_first=True):
+def prepare_inputs(a, kappa, z, mask_first=True):
     """Broadcast and cast the inputs; returns real ``(a, kappa)`` ``[..., N]`` and complex
     ``z`` of shape ``a.shape[:-1]``.
 
@@ -110,7 +110,7 @@ def _prepare(a, kappa, z, mask_first=True):
 
 def _check_impl(impl):
     if impl not in IMPLS:
-        raise ConfigError(f"unknown impl {impl!r} (model.bk.scan_impl); valid impls are {IMPLS}")
+        raise ValueError(f"unknown impl {impl!r}; valid impls are {IMPLS}")
 
 
 def _resolve(impl, compensated=False):
@@ -123,7 +123,7 @@ def _resolve(impl, compensated=False):
 
 
 def _causal(a, kappa, z, impl, unroll, n_chunks, compensated=False):
-    """Dispatch on prepared inputs (see :func:`_prepare`; ``impl`` already resolved)."""
+    """Dispatch on prepared inputs (see :func:`prepare_inputs`; ``impl`` already resolved)."""
     if impl == "associative":
         return bk_scan.associative_g(a.astype(z.dtype) - z[..., None], kappa)
     if impl == "sequential":
@@ -139,7 +139,7 @@ def _causal(a, kappa, z, impl, unroll, n_chunks, compensated=False):
 @functools.partial(jax.jit, static_argnames=("impl", "unroll", "n_chunks", "compensated"))
 def _causal_jit(a, kappa, z, impl, unroll, n_chunks, compensated):
     impl = _resolve(impl, compensated)
-    prepared = _prepare(a, kappa, z, mask_first=impl == "associative")
+    prepared = prepare_inputs(a, kappa, z, mask_first=impl == "associative")
     return _causal(*prepared, impl, unroll, n_chunks, compensated)
 
 
@@ -250,7 +250,7 @@ def resolvent_diag(a, kappa, z, impl: str = "auto"):
 @functools.partial(jax.jit, static_argnames=("impl",))
 def _resolvent_jit(a, kappa, z, impl):
     impl = _resolve(impl)
-    a, kap, z = _prepare(a, kappa, z)
+    a, kap, z = prepare_inputs(a, kappa, z)
     gf = _causal(a, kap, z, impl, 1, None)
     # Reversed problem: diag a[::-1]; kappa'_j (0-based j >= 1) = kappa[N - j].
     a_rev = jnp.flip(a, axis=-1)

@@ -2,14 +2,15 @@
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from flax import nnx
 
 from muse_jax.model.bk_core import bk_step, causal_resolvent_diag
 from muse_jax.model.linear import LinearSpec
+from muse_jax.model.param_roles import float32_param
 from muse_jax.model.prime_bump import prime_bump_energies
 from muse_jax.model.semiseparable import causal_resolvent_apply, causal_resolvent_apply_step
+from muse_jax.settings import BKSettings
 
 ENERGY_MAX = 1.5  # plain init: E_c = linspace(-ENERGY_MAX, ENERGY_MAX)
 INITIAL_WIDTH = 0.5  # initial Im z_c - lap_eta (LAP on) or Im z_c (LAP off)
@@ -44,11 +45,11 @@ class BKMixer(nnx.Module):
     s_n = g_n (v_n − √κ_n s_{n−1}), in O(C) work per token.
     """
 
-    def __init__(self, d_model: int, bk: ml_collections.ConfigDict, linear: LinearSpec, *, rngs: nnx.Rngs):
-        channels = int(bk.channels)
-        self.lap_eta = float(bk.lap_eta)
+    def __init__(self, d_model: int, bk: BKSettings, linear: LinearSpec, *, rngs: nnx.Rngs):
+        channels = bk.channels
+        self.lap_eta = bk.lap_eta
         self.scan_impl = bk.scan_impl
-        self.semiseparable = bool(bk.semiseparable)
+        self.semiseparable = bk.semiseparable
         self.potential = linear.make(d_model, channels, use_bias=True, rngs=rngs)
         self.coupling = linear.make(d_model, channels, use_bias=True, bias_value=inverse_softplus(INITIAL_COUPLING),
                                     rngs=rngs)
@@ -56,9 +57,9 @@ class BKMixer(nnx.Module):
             energies = prime_bump_energies(channels, ENERGY_MAX)
         else:
             energies = np.linspace(-ENERGY_MAX, ENERGY_MAX, channels, dtype=np.float32)
-        self.energy = nnx.Param(jnp.asarray(energies, jnp.float32))
+        self.energy = float32_param(jnp.asarray(energies, jnp.float32))
         width = inverse_softplus(INITIAL_WIDTH) if self.lap else INITIAL_WIDTH
-        self.width = nnx.Param(jnp.full((channels,), width, jnp.float32))
+        self.width = float32_param(jnp.full((channels,), width, jnp.float32))
         if self.semiseparable:
             self.values = linear.make(d_model, channels, rngs=rngs)
         n_features = (4 if self.semiseparable else 2) * channels

@@ -64,16 +64,19 @@ import math
 import jax
 import jax.numpy as jnp
 
+from muse_jax.settings.model import SCAN_IMPLS
+
 __all__ = [
     "IMPLS",
     "auto_impl",
     "chunk_count",
     "scan_resolvent",
     "associative_g",
+    "matrix_scan_ratio",
     "sequential_autodiff",
 ]
 
-IMPLS = ("auto", "chunked", "sequential", "associative")
+IMPLS = SCAN_IMPLS  # the choices of model.bk.scan_impl, named once in muse_jax/settings/model.py
 
 # chunked: every loop step should advance at least this many lanes (batch rows x chunks), and
 # chunks are never shorter than MIN_CHUNK positions: the warm base points of the chunk maps
@@ -533,7 +536,7 @@ def _mat_combine(x, y):
     return c * _inv_pow2(s).astype(c.dtype)
 
 
-def _matrix_scan_ratio(d, kc):
+def matrix_scan_ratio(d, kc):
     r"""Parallel prefix of M_i (scaled), then g_i = P_i[0,1] / P_i[1,1].
 
     ``d = a - z`` and ``kc = kappa`` (complex dtype, ``kc[..., 0] = 0``).
@@ -564,7 +567,7 @@ def _affine_combine(x, y):
 @jax.custom_jvp
 def _assoc_g(d, kc):
     """Causal g via the scaled matrix scan, with a well-conditioned JVP."""
-    return _matrix_scan_ratio(d, kc)
+    return matrix_scan_ratio(d, kc)
 
 
 @_assoc_g.defjvp

@@ -22,17 +22,16 @@ import math
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 from flax import nnx
 
-from muse_jax.config_error import ConfigError
 from muse_jax.model.bk_mixer import inverse_softplus
 from muse_jax.model.hyperbolic import poincare_distance_matrix, poincare_expmap0, poincare_logmap0
+from muse_jax.model.param_roles import float32_param, weight_matrix
 from muse_jax.model.tensor_train import (
     balanced_factors, tt_init_cores, tt_lookup, tt_reconstruct, tt_scores, vocab_factors,
 )
+from muse_jax.settings import ModelSettings
 
-EMBEDDINGS = ("euclidean", "hyperbolic", "htt", "hyperbolic_htt")
 INITIAL_CURVATURE = 1.0
 INITIAL_TEMPERATURE = 2.0  # τ at init: at 4 the input token's own (nearby) point out-scored V others (first loss ln V + 3.5 at d 64)
 
@@ -41,8 +40,8 @@ class DenseTable(nnx.Module):
     """E [V, D], entries N(0, 1) (as nnx.Embed)."""
 
     def __init__(self, vocab_size: int, d_model: int, *, rngs: nnx.Rngs):
-        self.embedding = nnx.Param(jax.random.normal(rngs.params(), (vocab_size, d_model), jnp.float32),
-                                   lr_group="embedding")
+        self.embedding = weight_matrix(jax.random.normal(rngs.params(), (vocab_size, d_model), jnp.float32),
+                                       lr_group="embedding")
 
     def lookup(self, tokens: jax.Array) -> jax.Array:
         return jnp.take(self.embedding[...], tokens, axis=0)
@@ -54,18 +53,13 @@ class DenseTable(nnx.Module):
         return self.embedding[...]
 
 
-TT_CORE_NAMES = ("core_vocab_1", "core_vocab_2", "core_vocab_3")  # TTTable's parameters (cast, decayed)
-
-
 class TTTable(nnx.Module):
     """E as three TT cores (see `tensor_train.py`): vocab padded to v³, D = d1·d2·d3."""
 
     def __init__(self, vocab_size: int, d_model: int, rank: int, *, rngs: nnx.Rngs):
-        if rank < 1:
-            raise ConfigError(f"model.htt_rank must be >= 1, got {rank}")
         self.vocab_size, self.d_model = vocab_size, d_model
         cores = tt_init_cores(rngs.params(), vocab_factors(vocab_size), balanced_factors(d_model), rank)
-        self.core_vocab_1, self.core_vocab_2, self.core_vocab_3 = (nnx.Param(g, lr_group="embedding") for g in cores)
+        self.core_vocab_1, self.core_vocab_2, self.core_vocab_3 = (weight_matrix(g, lr_group="embedding") for g in cores)
 
     def cores(self):
         return self.core_vocab_1[...], self.core_vocab_2[...], self.core_vocab_3[...]
@@ -83,26 +77,19 @@ class TTTable(nnx.Module):
 class TokenEmbedding(nnx.Module):
     """Input embedding `embed(tokens)` and tied head `logits(h)` for one `model.embedding` choice."""
 
-    def __init__(self, cfg: ml_collections.ConfigDict, vocab_size: int, *, rngs: nnx.Rngs):
-        kind = cfg.embedding
-        if kind not in EMBEDDINGS:
-            raise ConfigError(f"model.embedding must be one of {EMBEDDINGS}, got {kind!r}")
-        d = cfg.d_model
+    def __init__(self, model: ModelSettings, vocab_size: int, *, rngs: nnx.Rngs):
+        kind, d = model.embedding, model.d_model
         self.scale = math.sqrt(d)
-        self.readout = float(cfg.output_mult) / d
-        if self.readout <= 0:
-            raise ConfigError(f"model.output_mult must be > 0, got {cfg.output_mult}")
+        self.readout = model.output_mult / d
         self.hyperbolic = kind.startswith("hyperbolic")
         if kind.endswith("htt"):
-            self.table = TTTable(vocab_size, d, int(cfg.htt_rank), rngs=rngs)
+            self.table = TTTable(vocab_size, d, model.htt_rank, rngs=rngs)
         else:
             self.table = DenseTable(vocab_size, d, rngs=rngs)
         if self.hyperbolic:
-            self.c_min = float(cfg.hyperbolic_c_min)
-            if self.c_min <= 0:
-                raise ConfigError(f"model.hyperbolic_c_min must be > 0, got {self.c_min}")
-            self.curvature_raw = nnx.Param(jnp.array(inverse_softplus(INITIAL_CURVATURE), jnp.float32))
-            self.temperature_raw = nnx.Param(jnp.array(inverse_softplus(INITIAL_TEMPERATURE), jnp.float32))
+            self.c_min = model.hyperbolic_c_min
+            self.curvature_raw = float32_param(jnp.array(inverse_softplus(INITIAL_CURVATURE), jnp.float32))
+            self.temperature_raw = float32_param(jnp.array(inverse_softplus(INITIAL_TEMPERATURE), jnp.float32))
 
     def curvature(self) -> jax.Array:
         """c = c_min + softplus(ρ_c) ≥ c_min (hyperbolic only)."""

@@ -1,11 +1,11 @@
 """The linear layers inside the blocks: dense or low-rank, with optional ternary weights.
 
 `LinearSpec` (from `model.low_rank` and `model.ternary`) builds every projection of the mixers
-and FFNs, so one switch compresses the whole stack. Kernels are named `kernel` so that the
-optimizer's weight-decay mask treats them like `nnx.Linear` kernels.
+and FFNs, so one switch compresses the whole stack. Kernels are decayed weight matrices
+(`param_roles.weight_matrix`).
 
 A kernel whose input dimension grows with `model.d_model` (a hidden matrix, in μP's terms)
-carries the metadata `lr_group="hidden"`; one of fixed fan-in (the BK read-out of 2C resolvent
+carries the metadata `lr_group="hidden"` (`param_roles.py`); one of fixed fan-in (the BK read-out of 2C resolvent
 features, the second factor of a low-rank pair) carries none. The width-aware learning rate
 (`muse_jax/optim/width_scaling.py`) scales the former only.
 """
@@ -14,12 +14,12 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 from flax import nnx
 
-from muse_jax.config_error import ConfigError
 from muse_jax.model.low_rank import low_rank_saves_parameters
+from muse_jax.model.param_roles import weight_matrix
 from muse_jax.model.ternary import ternary_ste
+from muse_jax.settings import ModelSettings
 
 
 class DenseLinear(nnx.Module):
@@ -29,7 +29,7 @@ class DenseLinear(nnx.Module):
                  ternary: bool = False, width_fan_in: bool = True, rngs: nnx.Rngs):
         self.ternary = ternary
         kernel = nnx.initializers.lecun_normal()(rngs.params(), (d_in, d_out), jnp.float32)
-        self.kernel = nnx.Param(kernel, **({"lr_group": "hidden"} if width_fan_in else {}))
+        self.kernel = weight_matrix(kernel, lr_group="hidden" if width_fan_in else None)
         self.bias = nnx.Param(jnp.full((d_out,), bias_value, jnp.float32)) if use_bias else None
 
     def weight(self) -> jax.Array:
@@ -62,11 +62,8 @@ class LinearSpec:
     ternary: bool = False
 
     @classmethod
-    def from_config(cls, model_cfg: ml_collections.ConfigDict) -> "LinearSpec":
-        rank = int(model_cfg.low_rank)
-        if rank < 0:
-            raise ConfigError(f"model.low_rank must be >= 0 (0 = dense), got {rank}")
-        return cls(rank=rank, ternary=bool(model_cfg.ternary))
+    def of(cls, model: ModelSettings) -> "LinearSpec":
+        return cls(rank=model.low_rank, ternary=model.ternary)
 
     def make(self, d_in: int, d_out: int, *, use_bias: bool = False, bias_value: float = 0.0,
              width_fan_in: bool = True, rngs: nnx.Rngs) -> nnx.Module:

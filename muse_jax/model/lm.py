@@ -2,20 +2,17 @@
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 from flax import nnx
 
-from muse_jax.config_error import ConfigError
 from muse_jax.model.attention import CausalSelfAttention
 from muse_jax.model.bk_mixer import BKMixer
 from muse_jax.model.embedding import TokenEmbedding
 from muse_jax.model.ffn import GatedMLP
 from muse_jax.model.linear import LinearSpec
 from muse_jax.model.moe import MixtureOfExperts
+from muse_jax.model.param_roles import mark_stacked
 from muse_jax.model.remat import name_activation, remat_layer
-from muse_jax.model.router import ROUTERS
-
-MODEL_KINDS = ("bk", "transformer")
+from muse_jax.settings import ModelSettings, Settings
 
 
 def no_experts_aux() -> dict:
@@ -27,25 +24,21 @@ class Block(nnx.Module):
     """x ← x + mixer(norm(x));  x ← x + ffn(norm(x)).  The mixer is BK or causal attention; the FFN
     is a gated MLP or, with `model.router` ≠ none, a mixture of experts."""
 
-    def __init__(self, cfg: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
-        d = cfg.d_model
-        linear = LinearSpec.from_config(cfg)
-        self.is_bk = cfg.kind == "bk"
-        if cfg.router not in ROUTERS:
-            raise ConfigError(f"model.router must be one of {ROUTERS}, got {cfg.router!r}")
-        if cfg.router == "scattering" and not self.is_bk:
-            raise ConfigError("model.router=scattering routes by the BK resolvent phase: it needs model.kind=bk")
+    def __init__(self, model: ModelSettings, *, rngs: nnx.Rngs):
+        d = model.d_model
+        linear = LinearSpec.of(model)
+        self.is_bk = model.is_bk
         self.mix_norm = nnx.RMSNorm(d, rngs=rngs)
         if self.is_bk:
-            self.mixer = BKMixer(d, cfg.bk, linear, rngs=rngs)
+            self.mixer = BKMixer(d, model.bk, linear, rngs=rngs)
         else:
-            self.mixer = CausalSelfAttention(d, cfg.n_heads, linear, rngs=rngs)
+            self.mixer = CausalSelfAttention(d, model.n_heads, linear, rngs=rngs)
         self.ffn_norm = nnx.RMSNorm(d, rngs=rngs)
-        self.has_experts = cfg.router != "none"
+        self.has_experts = model.router != "none"
         if self.has_experts:
-            self.ffn = MixtureOfExperts(cfg, linear, rngs=rngs)
+            self.ffn = MixtureOfExperts(model, linear, rngs=rngs)
         else:
-            self.ffn = GatedMLP(d, cfg.ffn_mult * d, linear, rngs=rngs)
+            self.ffn = GatedMLP(d, model.ffn_width, linear, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> tuple[jax.Array, dict]:
         """(new x, aux) with aux = {"aux_loss": scalar, "expert_load": [E] (empty without experts)}."""
@@ -93,22 +86,20 @@ class LanguageModel(nnx.Module):
     length) or the attention KV cache ([B, H, max_len, d], `CausalSelfAttention.step`).
     """
 
-    def __init__(self, cfg: ml_collections.ConfigDict, vocab_size: int, *, rngs: nnx.Rngs,
-                 remat_policy: str = "none"):
+    def __init__(self, model: ModelSettings, vocab_size: int, *, rngs: nnx.Rngs, remat_policy: str = "none"):
         remat_layer(lambda x: x, remat_policy)  # validates the name
         self.remat_policy = remat_policy
-        self.d_model = int(cfg.d_model)
-        if cfg.kind not in MODEL_KINDS:
-            raise ConfigError(f"model.kind must be one of {MODEL_KINDS}, got {cfg.kind!r}")
-        self.embed = TokenEmbedding(cfg, vocab_size, rngs=rngs)
+        self.d_model = model.d_model
+        self.embed = TokenEmbedding(model, vocab_size, rngs=rngs)
 
-        @nnx.split_rngs(splits=cfg.n_layers)
+        @nnx.split_rngs(splits=model.n_layers)
         @nnx.vmap(in_axes=(0,), out_axes=0)
         def make_blocks(rngs: nnx.Rngs) -> Block:
-            return Block(cfg, rngs=rngs)
+            return Block(model, rngs=rngs)
 
         self.blocks = make_blocks(rngs)
-        self.final_norm = nnx.RMSNorm(cfg.d_model, rngs=rngs)
+        mark_stacked(self.blocks)  # the layer axis: scanned, never sharded (param_roles.py)
+        self.final_norm = nnx.RMSNorm(model.d_model, rngs=rngs)
 
     def forward_with_aux(self, tokens: jax.Array) -> tuple[jax.Array, dict]:
         """tokens: int [B, N] → (logits float32 [B, N, V], aux) — see the class docstring."""
@@ -154,9 +145,9 @@ class LanguageModel(nnx.Module):
         return self.forward_with_aux(tokens)[0]
 
 
-def build_model(cfg: ml_collections.ConfigDict, vocab_size: int, rngs: nnx.Rngs) -> LanguageModel:
-    """The model a run trains: `cfg.model` plus the run's `train.remat_policy`."""
-    return LanguageModel(cfg.model, vocab_size, rngs=rngs, remat_policy=cfg.train.remat_policy)
+def build_model(settings: Settings, vocab_size: int, rngs: nnx.Rngs) -> LanguageModel:
+    """The model a run trains: `model.*` plus the run's `train.remat_policy`."""
+    return LanguageModel(settings.model, vocab_size, rngs=rngs, remat_policy=settings.train.remat_policy)
 
 
 def count_params(params) -> int:

@@ -7,36 +7,31 @@ tokens per expert; there is no capacity limit and no dropped token.
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 from flax import nnx
 
-from muse_jax.config_error import ConfigError
 from muse_jax.model.ffn import GatedMLP
 from muse_jax.model.linear import DenseLinear, LinearSpec
 from muse_jax.model.router import expert_load, load_balancing_loss, scattering_route, top_k_route
+from muse_jax.settings import ModelSettings
 
 
 class MixtureOfExperts(nnx.Module):
     """y_n = Σ_e gate_{n,e} · MLP_e(x_n); `__call__(x, g)` returns (y, aux)."""
 
-    def __init__(self, cfg: ml_collections.ConfigDict, linear: LinearSpec, *, rngs: nnx.Rngs):
-        self.router = cfg.router
-        self.n_experts = int(cfg.n_experts)
-        if self.n_experts < 1:
-            raise ConfigError(f"model.n_experts must be >= 1, got {self.n_experts}")
-        d = cfg.d_model
+    def __init__(self, model: ModelSettings, linear: LinearSpec, *, rngs: nnx.Rngs):
+        self.router = model.router
+        self.n_experts = model.n_experts
+        d = model.d_model
 
         @nnx.split_rngs(splits=self.n_experts)
         @nnx.vmap(in_axes=(0,), out_axes=0)
         def make_experts(rngs: nnx.Rngs) -> GatedMLP:
-            return GatedMLP(d, cfg.ffn_mult * d, linear, rngs=rngs)
+            return GatedMLP(d, model.ffn_width, linear, rngs=rngs)
 
         self.experts = make_experts(rngs)
         if self.router == "learned":
-            self.top_k = int(cfg.router_top_k)
-            if not 1 <= self.top_k <= self.n_experts:
-                raise ConfigError(f"model.router_top_k must be in [1, n_experts={self.n_experts}], got {self.top_k}")
-            self.balance_weight = float(cfg.router_balance_weight)
+            self.top_k = model.router_top_k
+            self.balance_weight = model.router_balance_weight
             self.gate_logits = DenseLinear(d, self.n_experts, rngs=rngs)
 
     def route(self, x: jax.Array, g: jax.Array | None) -> tuple[jax.Array, jax.Array]:

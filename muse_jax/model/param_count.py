@@ -11,12 +11,12 @@ Counted from the structure of an abstract model (`nnx.eval_shape`): no memory, n
 
 import math
 
-import ml_collections
 from flax import nnx
 
 from muse_jax.model.embedding import TTTable
 from muse_jax.model.linear import DenseLinear, LowRankLinear
 from muse_jax.model.lm import LanguageModel, count_params
+from muse_jax.settings import ModelSettings
 
 
 def _dense_replacement(node) -> tuple[int, int]:
@@ -30,9 +30,9 @@ def _dense_replacement(node) -> tuple[int, int]:
     return 0, 0
 
 
-def parameter_counts(model_cfg: ml_collections.ConfigDict, vocab_size: int) -> dict[str, int]:
+def parameter_counts(model_settings: ModelSettings, vocab_size: int) -> dict[str, int]:
     """{"stored", "dense_equivalent", "ternary"} (see the module docstring)."""
-    model = nnx.eval_shape(lambda: LanguageModel(model_cfg, vocab_size, rngs=nnx.Rngs(0)))
+    model = nnx.eval_shape(lambda: LanguageModel(model_settings, vocab_size, rngs=nnx.Rngs(0)))
     stored = count_params(nnx.state(model, nnx.Param))
     dense, ternary = stored, 0
     for _, node in nnx.iter_graph(model):

@@ -14,9 +14,8 @@ from typing import Callable
 import jax
 from jax.ad_checkpoint import checkpoint_name
 
-from muse_jax.config_error import ConfigError
+from muse_jax.settings.train import REMAT_POLICIES
 
-REMAT_POLICIES = ("none", "full", "minimal", "offload")
 SAVED_NAMES = ("mixer_out", "ffn_out")
 
 
@@ -29,7 +28,7 @@ def name_activation(x: jax.Array, name: str) -> jax.Array:
 def remat_layer(layer: Callable, policy: str) -> Callable:
     """`layer` wrapped in `jax.checkpoint` with the named policy (see the module docstring)."""
     if policy not in REMAT_POLICIES:
-        raise ConfigError(f"train.remat_policy must be one of {REMAT_POLICIES}, got {policy!r}")
+        raise ValueError(f"unknown remat policy {policy!r}; known: {REMAT_POLICIES}")
     policies = jax.checkpoint_policies
     if policy == "none":
         return layer

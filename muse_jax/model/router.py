@@ -28,7 +28,6 @@ which is 1 when balanced. Both rules look at token n alone, so routing is causal
 import jax
 import jax.numpy as jnp
 
-ROUTERS = ("none", "scattering", "learned")
 
 
 def scattering_phase(g: jax.Array) -> jax.Array:

@@ -29,7 +29,6 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from muse_jax.config_error import ConfigError
 from muse_jax.model import bk_scan
 from muse_jax.model.bk_core import IMPLS, causal_resolvent_diag
 
@@ -40,7 +39,7 @@ def apply_scan_for(impl: str) -> str:
     """The scan that evaluates (2) for a `bk_core` impl: `associative` for `associative` (and for
     `auto` off CPU, where that is bk_core's choice too), `lax.scan` otherwise."""
     if impl not in IMPLS:
-        raise ConfigError(f"unknown impl {impl!r} (model.bk.scan_impl); valid impls are {IMPLS}")
+        raise ValueError(f"unknown impl {impl!r}; valid impls are {IMPLS}")
     if impl == "auto":
         impl = bk_scan.auto_impl()
     return "associative" if impl == "associative" else "sequential"

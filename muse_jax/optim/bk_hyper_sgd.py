@@ -15,7 +15,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from muse_jax.config_error import ConfigError
 
 GROUPS = ("euclidean", "poincare", "orthogonal")
 
@@ -33,9 +32,9 @@ def label_params(params, poincare_params: str, orthogonal_params: str):
         in_ball = bool(poincare_params) and re.search(poincare_params, name) is not None
         orthogonal = bool(orthogonal_params) and re.search(orthogonal_params, name) is not None
         if in_ball and orthogonal:
-            raise ConfigError(f"parameter {name!r} matches both optim.bk_hyper_sgd.poincare_params and orthogonal_params")
+            raise ValueError(f"parameter {name!r} matches both the poincare and the orthogonal pattern")
         if orthogonal and (leaf.ndim < 2 or leaf.shape[-1] != leaf.shape[-2]):
-            raise ConfigError(f"parameter {name!r} matched by optim.bk_hyper_sgd.orthogonal_params must be square [..., n, n], got {leaf.shape}")
+            raise ValueError(f"parameter {name!r} matched by the orthogonal pattern must be square [..., n, n], got {leaf.shape}")
         return "poincare" if in_ball else "orthogonal" if orthogonal else "euclidean"
 
     return jax.tree_util.tree_map_with_path(label, params)
@@ -117,7 +116,7 @@ def bk_hyper_sgd(
       orthogonal  x' = Cayley(x, η, m)              (no weight decay: it would break WᵀW = I)
     """
     if not 0.0 <= momentum < 1.0:
-        raise ConfigError(f"optim.bk_hyper_sgd.momentum must be in [0, 1), got {momentum}")
+        raise ValueError(f"momentum must be in [0, 1), got {momentum}")
     euclidean = optax.chain(
         optax.trace(momentum),
         optax.add_decayed_weights(weight_decay, decay_mask),

@@ -6,7 +6,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from muse_jax.config_error import ConfigError
 
 
 class AlignerState(NamedTuple):
@@ -35,9 +34,10 @@ def align_leaf(g: jax.Array, r: jax.Array, min_alignment: float, strength: float
 def gradient_aligner(
     min_alignment: float = 0.0, strength: float = 1.0, warmup: int = 0, reference_decay: float = 0.9
 ) -> optax.GradientTransformation:
-    """Per leaf: r ← β r + (1 − β) g (β = `reference_decay`, from the raw g), and where the new
-    gradient opposes r (cos < `min_alignment`) remove `strength` × its projection on r
-    (`align_leaf`). For the first `warmup` updates it only observes: the statistics are computed
+    """Per leaf, at step t: where g_t opposes the PREVIOUS reference r_{t−1} (cos < `min_alignment`)
+    remove `strength` × its projection on r_{t−1} (`align_leaf`); then r_t = β r_{t−1} + (1 − β) g_t
+    (β = `reference_decay`, from the raw g_t). The order matters: r_t already contains g_t, which
+    would pull cos towards +1 and hide the opposition (docs/training.md). For the first `warmup` updates it only observes: the statistics are computed
     and logged, the gradient passes unchanged.
 
     State reports `opposite_fraction` (leaves with cos < min_alignment / leaves) and
@@ -45,13 +45,13 @@ def gradient_aligner(
     took away (the original removed 5–9 % without saying so).
     """
     if not -1.0 <= min_alignment <= 0.0:
-        raise ConfigError(f"optim.aligner.min_alignment must be in [-1, 0], got {min_alignment}")
+        raise ValueError(f"min_alignment must be in [-1, 0], got {min_alignment}")
     if not 0.0 <= strength <= 1.0:
-        raise ConfigError(f"optim.aligner.strength must be in [0, 1], got {strength}")
+        raise ValueError(f"strength must be in [0, 1], got {strength}")
     if not 0.0 <= reference_decay < 1.0:
-        raise ConfigError(f"optim.aligner.reference_decay must be in [0, 1), got {reference_decay}")
+        raise ValueError(f"reference_decay must be in [0, 1), got {reference_decay}")
     if warmup < 0:
-        raise ConfigError(f"optim.aligner.warmup must be >= 0, got {warmup}")
+        raise ValueError(f"warmup must be >= 0, got {warmup}")
 
     def init(params):  # a fresh buffer per field: the train step donates the state
         return AlignerState(optax.tree.zeros_like(params), jnp.zeros([], jnp.int32),

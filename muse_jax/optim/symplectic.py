@@ -6,7 +6,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from muse_jax.config_error import ConfigError
 
 
 class SymplecticState(NamedTuple):
@@ -49,7 +48,7 @@ def symplectic_leapfrog(
     matrix, so the method is then NOT symplectic; it trades that for scale invariance.
     """
     if not 0.0 <= friction < 1.0:
-        raise ConfigError(f"optim.symplectic.friction must be in [0, 1), got {friction}")
+        raise ValueError(f"friction must be in [0, 1), got {friction}")
     retention = 1.0 - friction
 
     def init(params):

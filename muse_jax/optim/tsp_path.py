@@ -11,7 +11,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from muse_jax.config_error import ConfigError
 
 
 class TSPState(NamedTuple):
@@ -66,11 +65,11 @@ def tsp_path(
     table = {name: jnp.asarray(cities[name], jnp.float32) for name in names}
     num_cities = {len(v) for v in cities.values()}
     if len(num_cities) != 1 or 0 in num_cities:
-        raise ConfigError(f"optim.tsp: every city needs one value per hyperparameter (lr_scales, clip_scales of one length), got {dict(cities)}")
+        raise ValueError(f"every city needs one value per hyperparameter (lr_scales, clip_scales of one length), got {dict(cities)}")
     (num_cities,) = num_cities
     if eval_interval < 1 or window_size < 2 or min_dwell < 0 or not 0.0 <= epsilon <= 1.0:
-        raise ConfigError(
-            f"optim.tsp needs eval_interval >= 1, window_size >= 2, min_dwell >= 0, epsilon in [0, 1]; got "
+        raise ValueError(
+            f"tsp_path needs eval_interval >= 1, window_size >= 2, min_dwell >= 0, epsilon in [0, 1]; got "
             f"{eval_interval}, {window_size}, {min_dwell}, {epsilon}"
         )
 
@@ -78,7 +77,7 @@ def tsp_path(
         hyperparams = dict(inner_state.hyperparams)
         for name in names:
             if name not in hyperparams:
-                raise ConfigError(f"optim.tsp city hyperparameter {name!r} is not one of {sorted(hyperparams)}")
+                raise ValueError(f"city hyperparameter {name!r} is not one of {sorted(hyperparams)}")
             hyperparams[name] = table[name][city].astype(hyperparams[name].dtype)
         return inner_state._replace(hyperparams=hyperparams)
 

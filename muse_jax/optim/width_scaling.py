@@ -23,19 +23,14 @@ measured (results/width_sweep), for AdamW.
 import jax
 import jax.numpy as jnp
 import optax
-from flax import nnx
 
 
-def width_lr_multipliers(param_state: nnx.State, d_model: int, base_width: int, embed_lr_mult: float = 1.0):
-    """Pure dict like the params: D₀/D for hidden kernels (1 if base_width is 0), m_E for the
-    embedding table, 1 elsewhere."""
+def width_lr_multipliers(lr_groups, d_model: int, base_width: int, embed_lr_mult: float = 1.0):
+    """From a tree of learning-rate groups (`ParamRoles.lr_group`: "hidden", "embedding" or None),
+    the tree of multipliers: D₀/D for hidden kernels (1 if base_width is 0), m_E for the
+    embedding, 1 elsewhere."""
     groups = {"hidden": base_width / d_model if base_width > 0 else 1.0, "embedding": embed_lr_mult}
-
-    def multiplier(variable: nnx.Variable) -> float:
-        return groups.get(variable.get_metadata().get("lr_group"), 1.0)
-
-    tree = jax.tree.map(multiplier, param_state, is_leaf=lambda x: isinstance(x, nnx.Variable))
-    return nnx.to_pure_dict(tree)
+    return jax.tree.map(lambda group: groups.get(group, 1.0), lr_groups, is_leaf=lambda x: x is None)
 
 
 def scale_by_multipliers(multipliers) -> optax.GradientTransformation:

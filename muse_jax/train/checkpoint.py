@@ -25,6 +25,14 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
+    @staticmethod
+    def latest_in(directory: str) -> int | None:
+        """The latest step saved in `directory` (None if none), without creating anything."""
+        if not os.path.isdir(directory):
+            return None
+        steps = [int(name) for name in os.listdir(directory) if name.isdigit()]
+        return max(steps) if steps else None
+
     def save(self, step: int, state: Any, data_state: dict) -> None:
         self._manager.save(
             step,
@@ -42,6 +50,14 @@ class Checkpointer:
             args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()),
         )
         return restored["state"], restored["data"]
+
+    def restore_params(self, step: int, like: dict) -> dict:
+        """Only the parts of the saved train state named in `like` (e.g. {"params": ...} or
+        {"ema_params": ...}, ShapeDtypeStructs with shardings): what sampling needs, without the
+        optimizer state."""
+        restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+            item=like, restore_args=ocp.checkpoint_utils.construct_restore_args(like), partial_restore=True)))
+        return restored["state"]
 
     def close(self) -> None:
         self._manager.close()

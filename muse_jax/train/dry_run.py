@@ -24,11 +24,10 @@ import os
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 
-from muse_jax.data.settings import DataSettings
 from muse_jax.model.param_count import parameter_counts
 from muse_jax.provenance import write_json
+from muse_jax.settings import ModelSettings, Settings
 from muse_jax.train.device_memory import GIB
 from muse_jax.train.sharding import batch_sharding, batch_shards
 from muse_jax.train.state import TrainSetup
@@ -40,16 +39,16 @@ def tree_bytes(tree) -> int:
     return int(sum(math.prod(x.shape) * jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree)))
 
 
-def activation_bytes_estimate(model_cfg, batch: int, seq_len: int, vocab: int, micro_batches: int,
+def activation_bytes_estimate(model: ModelSettings, batch: int, seq_len: int, vocab: int, micro_batches: int,
                               itemsize: int = 4) -> int:
     """Tensors (of `itemsize` bytes: the compute dtype) saved for the backward pass of one
     micro-batch without remat: per layer ~ (8·D + 3·F + 12·C) values per token (norm inputs, mixer projections, complex
     resolvent features, FFN gate/up/act), plus the logits and their softmax (2·V per token)."""
     tokens = batch // micro_batches * seq_len
-    d, f = model_cfg.d_model, model_cfg.ffn_mult * model_cfg.d_model
-    c = model_cfg.bk.channels if model_cfg.kind == "bk" else 0
+    d, f = model.d_model, model.ffn_width
+    c = model.bk.channels if model.is_bk else 0
     per_layer = 8 * d + 3 * f + 12 * c
-    return itemsize * tokens * (model_cfg.n_layers * per_layer + 2 * vocab)
+    return itemsize * tokens * (model.n_layers * per_layer + 2 * vocab)
 
 
 def host_bytes(tree) -> int:
@@ -131,28 +130,28 @@ def largest_fitting_batch(setup: TrainSetup, seq_len: int, budget: int, micro: i
     return 0
 
 
-def dry_run(cfg: ml_collections.ConfigDict) -> dict:
+def dry_run(settings: Settings) -> dict:
     """Compile, measure, print, write `workdir/dry_run.json`; exit status 1 if it does not fit."""
-    vocab = DataSettings.from_config(cfg.data, cfg.workdir).vocab_size  # the tokenizer a run would train
-    t = cfg.train
-    batch, seq_len, micro = int(t.batch_size), int(t.seq_len), int(t.grad_accum_steps)
-    budget = int(float(cfg.hardware.device_memory_gb) * GIB)
-    setup = TrainSetup(cfg, vocab)
+    vocab = settings.data.vocab_size  # the tokenizer a run would train
+    t = settings.train
+    batch, seq_len, micro = t.batch_size, t.seq_len, t.grad_accum_steps
+    budget = int(settings.hardware.device_memory_gb * GIB)
+    setup = TrainSetup(settings, vocab)
     abstract = setup.abstract
     xla = compiled_memory(setup, batch, seq_len)
     report = {
-        "config": {"model.kind": cfg.model.kind, "batch_size": batch, "seq_len": seq_len, "grad_accum_steps": micro,
+        "config": {"model.kind": settings.model.kind, "batch_size": batch, "seq_len": seq_len, "grad_accum_steps": micro,
                    "remat_policy": t.remat_policy, "offload_params": setup.offload_params,
-                   "offload_optimizer": bool(t.offload_optimizer), "param_dtype": setup.precision.param_dtype.name,
+                   "offload_optimizer": t.offload_optimizer, "param_dtype": setup.precision.param_dtype.name,
                    "compute_dtype": setup.precision.compute_dtype.name, "mesh": dict(setup.mesh.shape)},
         "backend": jax.default_backend(),
-        "parameters": parameter_counts(cfg.model, vocab),
+        "parameters": parameter_counts(settings.model, vocab),
         "analytic_bytes": {
             "params": tree_bytes(abstract.params),
             "grads": tree_bytes(abstract.params),
             "optimizer_state": tree_bytes(abstract.opt_state),
             "ema": tree_bytes(abstract.ema_params) if abstract.ema_params is not None else 0,
-            "activations_estimate": activation_bytes_estimate(cfg.model, batch, seq_len, vocab, micro,
+            "activations_estimate": activation_bytes_estimate(settings.model, batch, seq_len, vocab, micro,
                                                               setup.precision.compute_dtype.itemsize),
             "host_resident_state": xla["host_state_bytes"],
         },
@@ -171,7 +170,7 @@ def dry_run(cfg: ml_collections.ConfigDict) -> dict:
     )
     if xla["host_state_bytes"]:
         report["verdict"] += f" (+ {report['host_state_gb']:.2f} GB of state in pinned host memory)"
-    write_json(os.path.join(cfg.workdir, "dry_run.json"), report)
+    write_json(os.path.join(settings.workdir, "dry_run.json"), report)
     print(json.dumps(report, indent=2))
     print(report["verdict"])
     return report

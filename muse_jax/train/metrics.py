@@ -5,6 +5,7 @@ import os
 import sys
 import time
 
+import jax
 from tensorboardX import SummaryWriter
 
 from muse_jax.train import device_memory
@@ -69,3 +70,66 @@ class Progress:
 
     def print(self, step: int, values: dict) -> None:
         print(self.line(step, values), file=sys.stdout, flush=True)
+
+
+class SilentLog:
+    """The MetricsLog and Progress of processes other than 0: a multi-host run logs once."""
+
+    def write(self, step: int, values: dict) -> None:
+        pass
+
+    def print(self, step: int, values: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def console(primary: bool):
+    """`print(..., flush=True)` on process 0, nothing elsewhere."""
+    return (lambda text: print(text, flush=True)) if primary else (lambda text: None)
+
+
+class DelayedLog:
+    """Holds a step's device metrics until the next step is dispatched, then logs them with the
+    host-measured tokens/s since the previous log.
+
+    Only completed work is timed: the clock restarts at the last step known to be complete. When
+    the dispatch of step k+1 itself waited for it to finish (a synchronous backend, host
+    transfers), step k+1 is counted in the interval that saw it complete — it is never left for
+    a next interval of near-zero time (the impossible last-step throughput of issue 15)."""
+
+    def __init__(self, metrics: MetricsLog | SilentLog, progress: Progress | SilentLog, tokens_per_step: int,
+                 step: int, clock=time.perf_counter):
+        self.metrics, self.progress, self.tokens_per_step, self.clock = metrics, progress, tokens_per_step, clock
+        self.pending = None
+        self.latest = None  # (step, an output of the latest dispatched step)
+        self.rate = None  # tokens/s of the last interval that completed work
+        self.restart_clock(step)
+
+    def restart_clock(self, step: int) -> None:
+        self.clock_time, self.clock_step = self.clock(), step
+
+    def dispatched(self, step: int, output: jax.Array) -> None:
+        self.latest = (step, output)
+
+    def defer(self, step: int, device_metrics: dict) -> None:
+        self.pending = (step, device_metrics)
+
+    def flush(self) -> None:
+        if self.pending is None:
+            return
+        step, device_metrics = self.pending
+        values = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
+        done = step
+        if self.latest is not None and self.latest[0] > step and self.latest[1].is_ready():
+            done = self.latest[0]
+        if done > self.clock_step:
+            elapsed = max(self.clock() - self.clock_time, 1e-9)
+            self.rate = (done - self.clock_step) * self.tokens_per_step / elapsed
+            self.restart_clock(done)
+        if self.rate is not None:
+            values["tokens_per_sec"] = self.rate
+        self.metrics.write(step, values)
+        self.progress.print(step, values)
+        self.pending = None

@@ -11,17 +11,13 @@ inside the window), or when training ends first.
 import os
 
 import jax
-import ml_collections
 
-from muse_jax.config_error import ConfigError
+from muse_jax.settings import TrainSettings
 
 
 class StepProfiler:
-    def __init__(self, train_cfg: ml_collections.ConfigDict, workdir: str, primary: bool):
-        self.start, self.steps = int(train_cfg.profile_start), int(train_cfg.profile_steps)
-        if self.start < 0 or self.steps < 1:
-            raise ConfigError(f"train.profile_start must be >= 0 (0 = off) and train.profile_steps >= 1, "
-                              f"got {self.start}, {self.steps}")
+    def __init__(self, train: TrainSettings, workdir: str, primary: bool):
+        self.start, self.steps = train.profile_start, train.profile_steps
         self.enabled = primary and self.start > 0
         self.directory = os.path.join(workdir, "profile")
         self.active = False

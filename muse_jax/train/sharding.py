@@ -4,11 +4,12 @@ sharding along `fsdp`, batches along (`data`, `fsdp`).
 Rule (the only place sharding is decided):
   * a leaf with fewer than `MIN_SHARDED_SIZE` elements, or a scalar, is replicated;
   * otherwise its largest axis whose length divides by the `fsdp` size is split along `fsdp`,
-    skipping axis 0 of the stacked layer parameters (paths under `blocks`): `lax.scan` walks that
-    axis, and splitting it would move whole layers between devices every iteration;
+    skipping the stacked-layer axis the model marks on its parameters (`layer_axis`,
+    `model/param_roles.py`): `lax.scan` walks that axis, and splitting it would move whole
+    layers between devices every iteration;
   * a leaf with no divisible axis is replicated.
-Optimizer-state leaves (Adam's moments, EMA, ...) have their parameter's path and shape, so they
-follow their parameter. One device is the same code path with a 1×1 mesh. Host offload
+Optimizer-state leaves (Adam's moments, EMA, ...) end in their parameter's path and have its
+shape, so they follow their parameter. One device is the same code path with a 1×1 mesh. Host offload
 (`train.offload_params`, `train.offload_optimizer`) keeps the same specs in the `pinned_host`
 memory kind. Batches: every process loads the same global batch and hands its devices only their
 rows (`global_batch`).
@@ -21,7 +22,7 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-from muse_jax.config_error import ConfigError
+from muse_jax.settings import MeshSettings
 
 MESH_AXES = ("data", "fsdp")
 BATCH_AXES = ("data", "fsdp")
@@ -46,30 +47,17 @@ def initialize_distributed() -> None:
         jax.distributed.initialize()
 
 
-def make_mesh(data: int, fsdp: int) -> Mesh:
+def make_mesh(settings: MeshSettings) -> Mesh:
     """A (data, fsdp) mesh over all devices; a size of −1 takes the devices the other leaves."""
-    n = jax.device_count()
-    if data == -1 and fsdp == -1:
-        raise ConfigError("mesh.data and mesh.fsdp cannot both be -1")
-    if data == -1:
-        data = n // fsdp
-    if fsdp == -1:
-        fsdp = n // data
-    if data < 1 or fsdp < 1 or data * fsdp != n:
-        raise ConfigError(f"mesh.data × mesh.fsdp = {data} × {fsdp} must equal the device count {n}")
-    return jax.make_mesh((data, fsdp), MESH_AXES, axis_types=(AxisType.Auto, AxisType.Auto))
+    shape = settings.shape(jax.device_count())
+    return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto, AxisType.Auto))
 
 
-def _is_stacked_layer(path) -> bool:
-    return any(getattr(k, "key", None) == "blocks" for k in path)
-
-
-def leaf_partition_spec(path, shape: tuple[int, ...], fsdp_size: int) -> PartitionSpec:
-    """The rule above for one leaf."""
+def leaf_partition_spec(layer_axis: int | None, shape: tuple[int, ...], fsdp_size: int) -> PartitionSpec:
+    """The rule above for one leaf (`layer_axis`: its stacked-layer axis, None outside the stack)."""
     if fsdp_size == 1 or math.prod(shape) < MIN_SHARDED_SIZE:
         return PartitionSpec()
-    first = 1 if _is_stacked_layer(path) else 0
-    candidates = [ax for ax in range(first, len(shape)) if shape[ax] % fsdp_size == 0]
+    candidates = [ax for ax in range(len(shape)) if ax != layer_axis and shape[ax] % fsdp_size == 0]
     if not candidates:
         return PartitionSpec()
     axis = max(candidates, key=lambda ax: (shape[ax], -ax))
@@ -78,15 +66,35 @@ def leaf_partition_spec(path, shape: tuple[int, ...], fsdp_size: int) -> Partiti
     return PartitionSpec(*spec)
 
 
-def state_shardings(mesh: Mesh, tree, memory_kind: str | None = None):
+def param_path(path) -> tuple:
+    """The trailing run of dict keys of a key path: a parameter's own path inside any container
+    (TrainState.params, an Adam moment, the EMA, ...)."""
+    keys = []
+    for k in reversed(path):
+        if not isinstance(k, jax.tree_util.DictKey):
+            break
+        keys.append(k.key)
+    return tuple(reversed(keys))
+
+
+def layer_axes_by_path(layer_axis_tree) -> dict[tuple, int | None]:
+    """{parameter path: its layer axis} from `ParamRoles.layer_axis`."""
+    leaves = jax.tree_util.tree_flatten_with_path(layer_axis_tree, is_leaf=lambda x: x is None)[0]
+    return {param_path(path): axis for path, axis in leaves}
+
+
+def state_shardings(mesh: Mesh, tree, layer_axes: dict[tuple, int | None], memory_kind: str | None = None):
     """NamedShardings for every leaf of a pytree of arrays or ShapeDtypeStructs, in `memory_kind`
-    (None: the device's default memory; "pinned_host": host offload)."""
+    (None: the device's default memory; "pinned_host": host offload). `layer_axes`
+    (`layer_axes_by_path`): a leaf whose path ends in a parameter's path skips that parameter's
+    layer axis."""
     fsdp_size = mesh.shape["fsdp"]
-    return jax.tree_util.tree_map_with_path(
-        lambda path, x: NamedSharding(mesh, leaf_partition_spec(path, tuple(np.shape(x)), fsdp_size),
-                                      memory_kind=memory_kind),
-        tree,
-    )
+
+    def sharding(path, x):
+        spec = leaf_partition_spec(layer_axes.get(param_path(path)), tuple(np.shape(x)), fsdp_size)
+        return NamedSharding(mesh, spec, memory_kind=memory_kind)
+
+    return jax.tree_util.tree_map_with_path(sharding, tree)
 
 
 def batch_shards(mesh: Mesh) -> int:

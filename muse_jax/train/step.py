@@ -12,25 +12,22 @@ Host offload (MaxText's way): the parts of the state kept in pinned host memory 
 the device inside the jit (`jax.device_put`) when the step needs them — params at the start,
 the optimizer state and the EMA after the backward pass — and sent back at its end.
 
-Precision: the loss function casts the layer weights to `train.compute_dtype` before
-`nnx.merge` (`precision.py`); gradients come back in the stored dtype.
+Precision: the loss function casts the parameters the model allows (`ParamRoles.cast`) to
+`train.compute_dtype` before `nnx.merge` (`precision.py`); gradients come back in the stored dtype.
 """
 
 from typing import Any, Callable, Iterable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
-from muse_jax.config_error import ConfigError
 from muse_jax.model.router import routing_metrics
-from muse_jax.train.precision import Precision, cast_weights
+from muse_jax.settings import TrainSettings
 from muse_jax.train.optimizer import optimizer_metrics
-
-MAX_GRAD_ACCUM_STEPS = 64
+from muse_jax.train.precision import Precision, cast_weights
 
 
 class StepShardings(NamedTuple):
@@ -73,7 +70,7 @@ def split_micro_batches(batch: dict, num_micro: int, sharding: NamedSharding | N
 
     def split(x):
         if x.shape[0] % num_micro:
-            raise ConfigError(f"train.batch_size ({x.shape[0]}) must be divisible by train.grad_accum_steps ({num_micro})")
+            raise ValueError(f"a batch of {x.shape[0]} rows does not split into {num_micro} micro-batches")
         micro = x.reshape(num_micro, x.shape[0] // num_micro, *x.shape[1:])
         if sharding is None or num_micro == 1 or (x.shape[0] // num_micro) % sharding.num_devices:
             return micro
@@ -116,18 +113,12 @@ class StepPhases(NamedTuple):
     update: Callable  # (state, grads, loss) → (new state, metrics): optimizer, params, EMA, step, rng
 
 
-def make_step_phases(graphdef: nnx.GraphDef, tx: optax.GradientTransformationExtraArgs, cfg: ml_collections.ConfigDict,
-                     batch_sharding: NamedSharding | None = None) -> StepPhases:
-    """Reads `train.grad_accum_steps`, `train.label_smoothing`, `train.ema_decay` (and the dtypes
-    through `Precision`)."""
-    num_micro, label_smoothing, ema_decay = int(cfg.grad_accum_steps), float(cfg.label_smoothing), float(cfg.ema_decay)
-    if not 1 <= num_micro <= MAX_GRAD_ACCUM_STEPS:
-        raise ConfigError(f"train.grad_accum_steps must be in [1, {MAX_GRAD_ACCUM_STEPS}], got {num_micro}")
-    if not 0 <= label_smoothing < 1:
-        raise ConfigError(f"train.label_smoothing must be in [0, 1), got {label_smoothing}")
-    if not 0 <= ema_decay < 1:
-        raise ConfigError(f"train.ema_decay must be in [0, 1) (0 = off), got {ema_decay}")
-    compute_dtype = Precision.from_config(cfg).compute_dtype
+def make_step_phases(graphdef: nnx.GraphDef, tx: optax.GradientTransformationExtraArgs, train: TrainSettings,
+                     cast_mask, batch_sharding: NamedSharding | None = None) -> StepPhases:
+    """Uses `train.grad_accum_steps`, `train.label_smoothing`, `train.ema_decay` and the compute
+    dtype; `cast_mask` (`ParamRoles.cast`) names the parameters cast to it."""
+    num_micro, label_smoothing, ema_decay = train.grad_accum_steps, train.label_smoothing, train.ema_decay
+    compute_dtype = Precision.of(train).compute_dtype
 
     def init_state(params, rng: jax.Array) -> TrainState:
         ema = jax.tree.map(jnp.copy, params) if ema_decay > 0 else None
@@ -135,7 +126,8 @@ def make_step_phases(graphdef: nnx.GraphDef, tx: optax.GradientTransformationExt
 
     def loss_fn(params, micro):
         # The model's aux_loss (router load balancing; 0 without a learned router) joins the objective.
-        logits, model_aux = nnx.merge(graphdef, cast_weights(params, compute_dtype)).forward_with_aux(micro["inputs"])
+        logits, model_aux = nnx.merge(graphdef, cast_weights(params, compute_dtype, cast_mask)).forward_with_aux(
+            micro["inputs"])
         objective, nll = smoothed_cross_entropy(logits, micro["targets"], label_smoothing)
         return objective + model_aux["aux_loss"], (nll, routing_metrics(model_aux))
 
@@ -154,12 +146,12 @@ def make_step_phases(graphdef: nnx.GraphDef, tx: optax.GradientTransformationExt
     return StepPhases(init_state, gradients, update)
 
 
-def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformationExtraArgs, cfg: ml_collections.ConfigDict,
-                    shardings: StepShardings | None = None):
+def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformationExtraArgs, train: TrainSettings,
+                    cast_mask, shardings: StepShardings | None = None):
     """Returns (init_state(params, rng) → TrainState, jitted train_step(state, batch) → (state, metrics)):
     the phases of `make_step_phases`, with the offloaded parts of the state brought in between.
     Without `shardings` the step is jitted without placement (tests of the step itself)."""
-    phases = make_step_phases(graphdef, tx, cfg, shardings.batch if shardings is not None else None)
+    phases = make_step_phases(graphdef, tx, train, cast_mask, shardings.batch if shardings is not None else None)
     offloaded = shardings is not None and in_host_memory(shardings.state)
 
     def to_device(part: str, tree, after):
@@ -188,14 +180,14 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformationExtr
 
 
 def make_eval_step(graphdef: nnx.GraphDef, param_shardings=None, batch_sharding: NamedSharding | None = None,
-                   compute_dtype=None):
-    """jitted eval_step(params, batch) → summed token NLL, the layer weights cast to `compute_dtype`
-    (None: as stored); with shardings, placed explicitly (params in device memory, the batch as
-    `batch_sharding`, the sum replicated)."""
+                   compute_dtype=None, cast_mask=None):
+    """jitted eval_step(params, batch) → summed token NLL, the parameters of `cast_mask` cast to
+    `compute_dtype` (None: as stored); with shardings, placed explicitly (params in device
+    memory, the batch as `batch_sharding`, the sum replicated)."""
 
     def eval_step(params, batch) -> jax.Array:
         if compute_dtype is not None:
-            params = cast_weights(params, compute_dtype)
+            params = cast_weights(params, compute_dtype, cast_mask)
         logits = nnx.merge(graphdef, params)(batch["inputs"])
         return optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"]).sum()
 

@@ -19,20 +19,19 @@ preceded by EOS (documents are EOS-separated in training) and NFKC-normalised wh
 text was (`PreparedData.prompt_ids`). The reply is sampled with the
 `sample.*` settings until EOS or `sample.max_new_tokens`, printed as it is produced. Every turn
 prefills the conversation again (parallel form), then decodes with the recurrent state
-(`muse_jax/generate.py`). Weights: the EMA when `train.eval_use_ema`.
+(`muse_jax/generate.py`). Weights: the EMA when `train.eval_use_ema`; only the weights are
+restored (`modes/generate.py`).
 """
 
 import sys
 from typing import Callable, Iterable, TextIO
 
 import jax
-import ml_collections
 
 from muse_jax.data.sources import INSTRUCTION_HEADING, RESPONSE_HEADING, instruction_document
-from muse_jax.data.tokenizer import load_tokenizer
 from muse_jax.generate import Generator
-from muse_jax.sampling import SamplingSettings
-from muse_jax.train.loop import _restored_run
+from muse_jax.modes.generate import restored_sampler
+from muse_jax.settings import Settings
 
 USER_PREFIX = "user> "
 REPLY_PREFIX = "assistant> "
@@ -90,15 +89,13 @@ def converse(generator: Generator, params, sp, encode: Callable[[str], list[int]
     return history
 
 
-def chat(cfg: ml_collections.ConfigDict, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> list:
-    """Restore the latest checkpoint of cfg.workdir and talk over stdin/stdout."""
-    run = _restored_run(cfg)
-    sp = load_tokenizer(run.data.tokenizer_path)
-    generator = Generator(run.graphdef, SamplingSettings.from_config(cfg.sample), run.data.eos_id)
+def chat(settings: Settings, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> list:
+    """Restore the latest checkpoint's weights and talk over stdin/stdout."""
+    sampler = restored_sampler(settings)
 
     def write(text: str) -> None:
         stdout.write(text)
         stdout.flush()
 
-    return converse(generator, run.eval_params(run.state), sp, lambda text: run.data.prompt_ids(sp, text),
-                    jax.random.fold_in(run.state.rng, 2), run.data.eos_id, stdin, write, prompt_user=stdin.isatty())
+    return converse(sampler.generator, sampler.params, sampler.sp, sampler.encode, sampler.key, sampler.data.eos_id,
+                    stdin, write, prompt_user=stdin.isatty())

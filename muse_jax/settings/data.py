@@ -1,20 +1,14 @@
-"""The ``data`` section of the config, read in one place and checked.
+"""`data.*`: the corpus, its preparation and the tokenizer (README "Data").
 
-Every ``cfg.data`` key is read here and nowhere else (see configs/tiny_ja.py
-for each key's meaning); the rest of muse_jax.data takes a :class:`DataSettings`.
-"""
-
-from __future__ import annotations
+Every `data.*` key is read here; muse_jax.data takes a `DataSettings`."""
 
 import dataclasses
 import os
-from typing import Any
 
-from muse_jax.data.errors import DataError
-from muse_jax.data.manifest import SourceSpec, read_manifest, sources_from_files
-from muse_jax.data.tokenizer import MIN_VOCAB_SIZE
+from muse_jax.settings.core import ConfigError
 
-__all__ = ["DataSettings", "available_cores"]
+MIN_VOCAB_SIZE = 300  # SentencePiece pieces: the reserved ones plus room for real pieces (data/tokenizer.py)
+ON_ERROR = ("raise", "skip")
 
 
 def available_cores() -> int:
@@ -40,8 +34,7 @@ class DataSettings:
     workers: int  # tokenising processes; 1 = in the calling process
 
     @classmethod
-    def from_config(cls, data: Any, workdir: str) -> "DataSettings":
-        """Reads ``cfg.data``; DataError for a value out of range."""
+    def from_config(cls, data, workdir: str) -> "DataSettings":
         s = cls(
             manifest=str(data.manifest),
             source_files=tuple(str(p) for p in data.sources),
@@ -60,6 +53,7 @@ class DataSettings:
         return s
 
     def check(self) -> None:
+        """ConfigError naming every bad `data.*` value."""
         problems = []
         if not self.manifest and not self.source_files:
             problems.append("data.manifest or data.sources must name the corpus")
@@ -71,31 +65,9 @@ class DataSettings:
             problems.append(f"data.tokenizer_sample_lines must be > 100, got {self.tokenizer_sample_lines}")
         if self.min_chars < 0:
             problems.append(f"data.min_chars must be >= 0, got {self.min_chars}")
-        if self.on_error not in ("raise", "skip"):
+        if self.on_error not in ON_ERROR:
             problems.append(f"data.on_error must be 'raise' or 'skip', got {self.on_error!r}")
         if self.workers < 1:
             problems.append(f"data.workers must be >= 0 (0 = all cores), got {self.workers}")
         if problems:
-            raise DataError("; ".join(problems))
-
-    def sources(self, check_files: bool = True) -> list[SourceSpec]:
-        """data.sources when given, else the manifest's sources."""
-        if self.source_files:
-            return sources_from_files(self.source_files, check_files)
-        return read_manifest(self.manifest, check_files)
-
-    def content_settings(self) -> dict[str, Any]:
-        """The settings that, with the input files, determine the prepared data."""
-        settings = {
-            "val_fraction": self.val_fraction,
-            "normalize_nfkc": self.normalize_nfkc,
-            "min_chars": self.min_chars,
-        }
-        if self.tokenizer_path:
-            from muse_jax.data.chunks import file_sha256
-
-            settings["tokenizer_sha256"] = file_sha256(self.tokenizer_path)
-        else:
-            settings["vocab_size"] = self.vocab_size
-            settings["tokenizer_sample_lines"] = self.tokenizer_sample_lines
-        return settings
+            raise ConfigError("; ".join(problems))

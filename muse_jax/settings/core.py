@@ -1,0 +1,36 @@
+"""The one exception type for a config value that cannot be used, and the helpers that raise it."""
+
+import dataclasses
+
+
+class ConfigError(ValueError):
+    """A config value is out of range, of an unknown choice, or inconsistent with another value.
+
+    Raised only by `muse_jax.settings` (every check happens when the settings are built, before
+    anything is prepared or compiled). Messages name the key(s) (``optim.warmup_steps must be
+    in [0, train.steps), got 700``) so that `python -m muse_jax.main` reports them as one line
+    and exit status 2, without a traceback. It is a ValueError, so library callers may catch either.
+    """
+
+
+def require(condition: bool, message: str) -> None:
+    """ConfigError(message) unless `condition`."""
+    if not condition:
+        raise ConfigError(message)
+
+
+def one_of(key: str, value, choices: tuple) -> None:
+    require(value in choices, f"{key} must be one of {choices}, got {value!r}")
+
+
+def read_section(cls, section, **nested):
+    """`cls(...)` from a config section: every plain field (int, float, bool, str, tuple) read by
+    its name and converted to its type; `nested` supplies the sub-settings fields."""
+    values = {}
+    for f in dataclasses.fields(cls):
+        if f.name in nested:
+            values[f.name] = nested[f.name]
+        else:
+            value = section[f.name]
+            values[f.name] = tuple(value) if f.type is tuple else f.type(value)
+    return cls(**values)

@@ -1,0 +1,109 @@
+"""A run: its settings, prepared data, model and train state on the mesh, and its checkpoints.
+
+Multi-host: every process builds the same run (`sharding.initialize_distributed` joins them);
+each walks the same data stream and hands its devices only their rows of every batch, so the
+data order and the loader's checkpointed position do not depend on the process count. Process 0
+prepares the data while the others wait.
+"""
+
+import os
+
+import jax
+from flax import nnx
+from jax.experimental import multihost_utils
+
+from muse_jax.data.mixture import validation_tokens
+from muse_jax.data.packing import eval_batches, window_batches
+from muse_jax.data.prepared import PreparedData, prepared_for_training
+from muse_jax.model.lm import build_model
+from muse_jax.settings import DataSettings, Settings
+from muse_jax.train.checkpoint import Checkpointer
+from muse_jax.train.errors import NoCheckpoint
+from muse_jax.train.optimizer import parameter_groups
+from muse_jax.train.sharding import initialize_distributed
+from muse_jax.train.state import TrainSetup
+from muse_jax.train.step import TrainState, evaluate
+
+
+def check_before_work(settings: Settings) -> None:
+    """The checks that need the devices or the model's parameters, made before anything is
+    prepared or written (each a ConfigError from the settings): the mesh fits the devices, the
+    batch splits over them, every parameter has an optimizer group."""
+    initialize_distributed()  # before JAX touches a device
+    settings.mesh.check_batch(settings.train.batch_size, jax.device_count())
+    model = nnx.eval_shape(lambda: build_model(settings, settings.data.vocab_size, nnx.Rngs(0)))
+    parameter_groups(settings.optim, model)
+
+
+def prepared_once(settings: DataSettings) -> PreparedData:
+    """The prepared data; with several processes, process 0 prepares it (when missing) while the
+    others wait, then they read it (the data folder must be on a filesystem they share)."""
+    if jax.process_count() == 1:
+        return prepared_for_training(settings)
+    data = prepared_for_training(settings) if jax.process_index() == 0 else None
+    multihost_utils.sync_global_devices("muse_jax: data prepared")
+    return data or prepared_for_training(settings)
+
+
+def checkpoints_dir(settings: Settings) -> str:
+    return os.path.join(settings.workdir, "checkpoints")
+
+
+class Run:
+    """What training and evaluation need, built once from the settings: data, model, optimizer,
+    mesh, checkpoints. The state exists after `restore_latest()`: restored from the latest
+    checkpoint, or created."""
+
+    def __init__(self, settings: Settings):
+        check_before_work(settings)
+        self.settings = settings
+        self.workdir = settings.workdir
+        os.makedirs(self.workdir, exist_ok=True)
+        self.data: PreparedData = prepared_once(settings.data)
+        self.vocab_size = self.data.vocab_size
+        t = settings.train  # validation reads only the tokens its batches use, once
+        self.val_tokens = validation_tokens(self.data, t.eval_batches * t.batch_size * t.seq_len + 1)
+        self.setup = TrainSetup(settings, self.vocab_size)
+        self.checkpointer = Checkpointer(checkpoints_dir(settings), t.keep_checkpoints)
+        self.state: TrainState | None = None
+        self.data_state = None
+
+    def restore_latest(self) -> bool:
+        """The state from the latest checkpoint, onto this run's mesh (True), or a new one (False)."""
+        step = self.checkpointer.latest_step()
+        if step is None:
+            self.state = self.setup.create()
+            return False
+        self.state, self.data_state = self.checkpointer.restore(step, self.setup.abstract)
+        return True
+
+    def eval_params(self, state: TrainState):
+        """The weights that evaluation and sampling use: the EMA if train.eval_use_ema; in device
+        memory (a copy when train.offload_params keeps them on the host)."""
+        return self.setup.on_device(state.ema_params if self.settings.train.eval_use_ema else state.params)
+
+    def validation(self, params, tokens=None) -> dict:
+        """Mean loss on the validation split (train.eval_batches batches), or on every window of
+        `tokens`."""
+        t = self.settings.train
+        if tokens is None:
+            batches = eval_batches(self.val_tokens, t.seq_len, t.batch_size, t.eval_batches)
+        else:
+            batches = window_batches(tokens, t.seq_len, t.batch_size)
+        return evaluate(self.setup.eval_step, params, (self.setup.place_batch(b) for b in batches))
+
+
+def require_checkpoint(settings: Settings) -> int:
+    """The latest saved step, checked before anything is prepared: NoCheckpoint if there is none."""
+    step = Checkpointer.latest_in(checkpoints_dir(settings))
+    if step is None:
+        raise NoCheckpoint(f"no checkpoint in {checkpoints_dir(settings)}; train first")
+    return step
+
+
+def restored_run(settings: Settings) -> Run:
+    """The run of `settings.workdir`, its state restored from the latest checkpoint."""
+    require_checkpoint(settings)
+    run = Run(settings)
+    run.restore_latest()
+    return run
