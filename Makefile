@@ -15,7 +15,9 @@ start-japanese:
 resume-japanese:
 	$(PYTHON) -m muse_jax.main --config $(CONFIG)
 
+# Sample a continuation of PROMPT (required: make generate PROMPT="日本語の").
 generate:
+	$(if $(PROMPT),,$(error make generate needs a prompt: make generate PROMPT="日本語の"))
 	$(PYTHON) -m muse_jax.main --config $(CONFIG) --mode=generate --prompt="$(PROMPT)"
 
 # Multi-turn chat in the terminal (instruction template), replies streamed as they are sampled.

@@ -1,4 +1,4 @@
-"""Tiny Japanese ResNet-BK: the demo configuration (≤ 10 minutes on 2 CPU cores).
+"""Tiny Japanese ResNet-BK: the demo configuration (about 10 minutes on 2 CPU cores; longer when they are shared).
 
 Trains on the demo corpus bundled in `muse_jax/data/demo_corpus/`. Every key below is
 read by exactly one place in the code; the config is locked, so an unknown key is an error.
@@ -44,7 +44,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.manifest = DEMO_MANIFEST  # JSON/YAML list of sources {kind, path (file or glob), weight}
     c.data.sources = ()  # files used instead of the manifest: .jsonl as wikipedia, .txt as cc100, weight 1
     c.data.out_dir = ""  # prepared data; "" = <cache_dir>/prepared-<hash of inputs>, prepared on first use
-    c.data.cache_dir = ""  # where automatic out_dirs go; "" = <workdir>/data
+    c.data.cache_dir = ""  # automatic out_dirs, shared by all workdirs; "" = $MUSE_JAX_CACHE_DIR or ~/.cache/muse_jax
     c.data.vocab_size = 4096  # SentencePiece pieces when training one (32768 for real corpora)
     c.data.tokenizer_path = ""  # an existing SentencePiece .model instead of training one
     c.data.tokenizer_sample_lines = 300_000  # tokenizer trained on a reservoir sample of this many lines
@@ -79,7 +79,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.optim.name = "adamw"  # adamw | symplectic | bk_hyper_sgd (each reads its own section below)
     c.optim.lr_base_width = 128  # μP: hidden matrices train at lr * lr_base_width / d_model; 0 = off (optim/width_scaling.py)
     c.optim.embed_lr_mult = 32.0  # the embedding table (or TT cores) trains at lr * embed_lr_mult (μP: constant in width)
-    c.optim.warmup_steps = 50  # linear warmup from 0 (0 = none), in optimizer steps
+    c.optim.warmup_steps = 50  # linear warmup from 0 (0 = none), in optimizer steps; >= train.steps: 10% of train.steps
     c.optim.min_lr_ratio = 0.1  # cosine decays to lr * min_lr_ratio at train.steps
     c.optim.grad_clip = 1.0  # global-norm clip threshold after clip_warmup_steps
     c.optim.grad_clip_warmup = 1.0  # clip threshold for the first clip_warmup_steps

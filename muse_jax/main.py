@@ -4,7 +4,8 @@ Flags only: the config is read once into `muse_jax.settings.Settings`, which che
 before anything is prepared or compiled, and the mode's module in `muse_jax.modes` does the work.
 The config is locked: an unknown key or a value of the wrong type is a flag error, and a value
 out of range or inconsistent with another (`ConfigError`, raised by the settings) is reported
-the same way: one line, exit status 2.
+the same way: one line, exit status 2. `--help` lists the flags and every key of the config with
+its default and comment (`muse_jax/config_help.py`), exit status 0.
 """
 
 import os
@@ -17,6 +18,7 @@ from ml_collections import config_flags
 from muse_jax.data.errors import DataError
 from muse_jax.settings import ConfigError, Settings
 from muse_jax.train.errors import NoCheckpoint
+from muse_jax.train.workdir_config import WorkdirMismatch, check_same_run
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file in configs/.", lock_config=True)
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "generate", "chat", "dry_run", "prepare"],
@@ -27,10 +29,18 @@ _PROMPT_FILE = flags.DEFINE_string("prompt_file", None, "A UTF-8 file whose whol
 _EVAL_FILE = flags.DEFINE_string("eval_file", None, "For --mode=eval: a UTF-8 text file (one document) to "
                                  "evaluate on, instead of the validation split.")
 flags.mark_flag_as_required("config")
+HELP_FLAGS = ("--help", "-h", "-?", "--helpshort")
+READS_CHECKPOINTS = ("train", "eval", "generate", "chat")  # modes checked against the workdir's config.json
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-    """absl flag parsing, with every bad flag reported as one line and exit status 2."""
+    """absl flag parsing, with every bad flag reported as one line and exit status 2; --help: the
+    flags and every config key with its default and comment (`muse_jax/config_help.py`), exit 0."""
+    if any(a in HELP_FLAGS for a in argv[1:]):
+        from muse_jax.config_help import help_text
+
+        print(help_text(argv, [flags.FLAGS[f.name] for f in (_CONFIG, _MODE, _PROMPT, _PROMPT_FILE, _EVAL_FILE)]))
+        sys.exit(0)
     try:
         return flags.FLAGS(argv)
     except flags.Error as e:
@@ -78,6 +88,10 @@ def main(argv: list[str]) -> None:
     if eval_file is not None and not os.path.isfile(eval_file):
         fail(f"--eval_file {eval_file!r}: no such file")
     settings = Settings.from_config(cfg)  # every check, before anything is prepared or compiled
+    for note in settings.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if _MODE.value in READS_CHECKPOINTS:
+        check_same_run(settings.workdir, cfg.to_json())
     if _MODE.value == "prepare":  # data only: JAX is never imported
         from muse_jax.data.prepared import run_prepare
 
@@ -112,8 +126,15 @@ def run() -> None:
         app.run(main, flags_parser=parse_flags)
     except KeyboardInterrupt:
         sys.exit(130)
-    except (DataError, ConfigError, NoCheckpoint) as e:  # bad input data (file, line, byte), config value (key),
-        fail(str(e))                                     # or no checkpoint to read: one line
+    except (DataError, ConfigError, NoCheckpoint, WorkdirMismatch) as e:  # bad input data (file, line, byte),
+        fail(str(e))  # config value (key), no checkpoint to read, a workdir of another model: one line
+
+
+def console_script() -> None:
+    """`muse-jax` (pyproject.toml): `python -m muse_jax.main`, which also puts the working directory
+    first on sys.path, so that configs importing `configs.*` load from the repository root."""
+    sys.path.insert(0, os.getcwd())
+    run()
 
 
 if __name__ == "__main__":

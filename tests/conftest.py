@@ -19,6 +19,17 @@ def compilation_cache(tmp_path_factory) -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def user_cache_dir(tmp_path_factory) -> str:
+    """The user cache dir (data.cache_dir = "") of every test and of the commands they start: a
+    temporary folder, never the real ~/.cache/muse_jax."""
+    from muse_jax.settings.data import CACHE_DIR_ENV
+
+    path = str(tmp_path_factory.mktemp("user_cache"))
+    os.environ[CACHE_DIR_ENV] = path
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_sources(tmp_path_factory) -> tuple[str, ...]:
     """The first ~150 KB (whole lines) of each demo source, as files of the same kinds."""

@@ -1,7 +1,8 @@
-"""--mode=chat and --mode=generate --prompt_file: the instruction template, multi-turn history,
+"""--mode=chat and --mode=generate --prompt_file: the instruction template, multi-turn history, sample.seed,
 streaming, and the real command driven by piped stdin on a tiny trained checkpoint."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -9,6 +10,7 @@ import jax
 import numpy as np
 
 from muse_jax.modes.chat import REPLY_PREFIX, TextStream, chat_prompt, converse
+from muse_jax.modes.generate import restored_sampler
 from muse_jax.data.prepared import PreparedData
 from muse_jax.data.sources import instruction_document
 from muse_jax.modes.train import train
@@ -87,7 +89,7 @@ def cli(config_file: str, *args: str, stdin: str = "") -> subprocess.CompletedPr
                           input=stdin, capture_output=True, text=True, timeout=300)
 
 
-def test_chat_and_prompt_file_on_a_trained_checkpoint(tiny_config, tmp_path):
+def test_chat_prompt_file_and_sample_seed_on_a_trained_checkpoint(tiny_config, tmp_path):
     tiny_config.train.steps = 4
     tiny_config.sample.max_new_tokens = 6
     train(Settings.from_config(tiny_config), "日本")
@@ -102,6 +104,12 @@ def test_chat_and_prompt_file_on_a_trained_checkpoint(tiny_config, tmp_path):
     r = cli(str(config_file), "--mode=generate", f"--prompt_file={prompt_file}")
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("### 指示:\n日本について\n\n### 回答:\n")
+    # sample.seed = -1: a fresh seed, printed; given back, it repeats the sample; another seed does not
+    seed = int(re.search(r"sampling with --config.sample.seed=(\d+)", r.stderr).group(1))
+    again = cli(str(config_file), "--mode=generate", f"--prompt_file={prompt_file}", f"--config.sample.seed={seed}")
+    assert again.returncode == 0 and again.stdout == r.stdout and "sampling with" not in again.stderr
+    tiny_config.sample.seed = seed + 1
+    assert restored_sampler(Settings.from_config(tiny_config)).complete(prompt_file.read_text()) + "\n" != r.stdout
 
     r = cli(str(config_file), "--mode=generate", f"--prompt_file={tmp_path / 'missing.txt'}")
     lines = r.stderr.strip().splitlines()

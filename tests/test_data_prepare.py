@@ -261,6 +261,19 @@ def test_trains_a_tokenizer_on_a_bounded_sample(tmp_path, texts):
     assert set(train) <= {clean_document(t, True) for t in texts} and len(train) > 60
 
 
+def test_a_tokenizer_that_cannot_be_trained_is_a_data_error_naming_out_dir(tmp_path, texts):
+    """More pieces than the text can give: one line naming the tokenizer in out_dir (not the
+    temporary folder it is trained in) and the key to change; nothing is left behind."""
+    write_lines(tmp_path / "a.jsonl", [json.dumps({"text": t}, ensure_ascii=False) for t in texts[:10]])
+    manifest = write_manifest(tmp_path, [{"kind": "wikipedia", "path": "a.jsonl"}])
+    with pytest.raises(DataError) as error:
+        prepare(settings(manifest, "", tmp_path, vocab_size=30000), str(tmp_path / "out"))
+    message = str(error.value)
+    assert message.startswith(f"{tmp_path / 'out' / 'tokenizer.model'}: cannot train a tokenizer of 30000 pieces")
+    assert message.endswith("; change data.vocab_size") and ".tmp-" not in message
+    assert sorted(os.listdir(tmp_path)) == ["a.jsonl", "manifest.json"]
+
+
 def test_prepared_for_training_prepares_once_and_checks_settings(tmp_path, tokenizer, texts, monkeypatch):
     write_lines(tmp_path / "a.jsonl", [json.dumps({"text": t}, ensure_ascii=False) for t in texts[:30]])
     write_lines(tmp_path / "b.txt", [line for t in texts[30:60] for line in (t, "")])

@@ -75,3 +75,37 @@ def test_generation_runs_in_the_compute_dtype(tiny_config):
     jaxpr = str(jax.make_jaxpr(lambda p: generator._prefill(p, tokens, start, max_len=12))(params))
     dots = [line for line in jaxpr.splitlines() if "dot_general" in line]
     assert dots and any("bf16" in line for line in dots)
+
+
+def test_a_warmup_as_long_as_the_run_becomes_a_tenth_of_it(tiny_config):
+    """`--config.train.steps=30` on a config with 50 warmup steps used to be an error; now the
+    warmup is shortened to 10 % of the run, and the settings carry one line saying so."""
+    tiny_config.train.steps, tiny_config.optim.warmup_steps = 30, 50
+    s = Settings.from_config(tiny_config)
+    assert s.optim.warmup_steps == 3
+    assert s.notes == ("optim.warmup_steps=50 is not shorter than train.steps=30: warming up for 3 steps instead "
+                       "(10% of the run)",)
+    tiny_config.optim.warmup_steps = 29
+    s = Settings.from_config(tiny_config)
+    assert s.optim.warmup_steps == 29 and s.notes == ()
+
+
+def test_prepared_data_is_cached_per_user_not_per_workdir(tiny_config, tmp_path, monkeypatch):
+    """data.cache_dir = "": $MUSE_JAX_CACHE_DIR, else $XDG_CACHE_HOME/muse_jax, else
+    ~/.cache/muse_jax; two workdirs share one prepared folder (keyed by the content hash)."""
+    from muse_jax.data.prepared import out_dir_for
+    from muse_jax.settings.data import CACHE_DIR_ENV
+
+    tiny_config.data.cache_dir = ""
+    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path / "mine"))
+    first = Settings.from_config(tiny_config).data
+    tiny_config.workdir = str(tmp_path / "another_run")
+    second = Settings.from_config(tiny_config).data
+    assert first.cache_dir == second.cache_dir == str(tmp_path / "mine")
+    assert out_dir_for(first) == out_dir_for(second)
+    monkeypatch.delenv(CACHE_DIR_ENV)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert Settings.from_config(tiny_config).data.cache_dir == str(tmp_path / "xdg" / "muse_jax")
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert Settings.from_config(tiny_config).data.cache_dir == str(tmp_path / "home" / ".cache" / "muse_jax")

@@ -72,12 +72,22 @@ def test_metrics_rows_and_resume_is_exact(tiny_config, monkeypatch, capsys):
     original = train_mode.train_dataset
     monkeypatch.setattr(train_mode, "train_dataset", interrupt_after(6, original))
     with pytest.raises(Interrupt):
-        train(Settings.from_config(tiny_config), "日本")
+        train(Settings.from_config(tiny_config), "日本", tiny_config.to_json())
     monkeypatch.setattr(train_mode, "train_dataset", original)
     assert max(losses(tiny_config.workdir)) > 4  # rows past the last checkpoint, to be re-logged
-    train(Settings.from_config(tiny_config), "日本")
+    train(Settings.from_config(tiny_config), "日本", tiny_config.to_json())
     assert "resumed from step 4" in capsys.readouterr().out
     assert losses(tiny_config.workdir) == expected  # exactly equal, every step
+    # Started again when finished, with fewer steps: it says so, samples, and records this start too.
+    tiny_config.train.steps = 6
+    train(Settings.from_config(tiny_config), "日本", tiny_config.to_json())
+    assert "nothing to train: the latest checkpoint is at step 8 and train.steps is 6" in capsys.readouterr().out
+    history = os.path.join(tiny_config.workdir, "configs")
+    assert sorted(os.listdir(history)) == ["start-0000000.json", "start-0000004.json", "start-0000008.json"]
+    with open(os.path.join(history, "start-0000004.json"), encoding="utf-8") as f:
+        assert json.load(f)["train"]["steps"] == 8
+    with open(os.path.join(tiny_config.workdir, "config.json"), encoding="utf-8") as f:
+        assert json.load(f)["train"]["steps"] == 6
 
 
 def test_eval_and_generate_modes_read_the_checkpoint(tiny_config, tmp_path, capsys):
@@ -94,9 +104,9 @@ def test_eval_and_generate_modes_read_the_checkpoint(tiny_config, tmp_path, caps
     text_file.write_bytes(b"\xff\xfe not utf-8")
     with pytest.raises(DataError, match="held_out.txt .byte 0.: not UTF-8"):
         evaluate_checkpoint(Settings.from_config(tiny_config), str(text_file))
-    text_file.write_text("短い", encoding="utf-8")
-    with pytest.raises(DataError, match="too few for one window"):
-        evaluate_checkpoint(Settings.from_config(tiny_config), str(text_file))
+    text_file.write_text("短い文。", encoding="utf-8")  # fewer tokens than one window: one shorter window
+    short = evaluate_checkpoint(Settings.from_config(tiny_config), str(text_file))
+    assert short["seq_len"] == short["targets"] < tiny_config.train.seq_len and short["val_loss"] > 0
     text = generate_from_checkpoint(Settings.from_config(tiny_config), "日本語")
     assert text.startswith("日本語")
 

@@ -289,6 +289,8 @@ def prepare(settings: DataSettings, out_dir: str, shard_max_tokens: int = SHARD_
             with open(os.path.join(tmp, name), "w", encoding="utf-8") as f:
                 json.dump(content, f, ensure_ascii=False, indent=1)
         _replace(tmp, out_dir)
+    except DataError as e:  # a file being written is named as the user knows it: in out_dir, not in tmp
+        raise DataError(str(e).replace(tmp, out_dir)) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     _log(f"prepared {out_dir}: train {meta['train_tokens']:,} tokens, val {meta['val_tokens']:,} "

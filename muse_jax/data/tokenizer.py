@@ -218,6 +218,9 @@ def train_tokenizer(
         _strip_tmp_prefix(tmp_prefix + _MODEL_EXT, os.path.basename(prefix))
         os.replace(tmp_prefix + ".vocab", prefix + ".vocab")
         os.replace(tmp_prefix + _MODEL_EXT, model_path)
+    except RuntimeError as e:  # SentencePiece's own checks, e.g. more pieces than the text can give
+        raise DataError(f"{model_path}: cannot train a tokenizer of {vocab_size} pieces on this text "
+                        f"({str(e).split('] ')[-1]}); change data.vocab_size") from None
     finally:
         for leftover in (tmp_prefix + _MODEL_EXT, tmp_prefix + ".vocab"):
             if os.path.exists(leftover):

@@ -4,8 +4,6 @@ Only process 0 writes metrics.jsonl, TensorBoard, config.json and the console; e
 takes part in Orbax's sharded checkpoint saves.
 """
 
-import os
-
 import jax
 
 from muse_jax.data.mixture import train_dataset
@@ -17,11 +15,13 @@ from muse_jax.train.dry_run import compile_train_step, memory_fields
 from muse_jax.train.metrics import DelayedLog, MetricsLog, Progress, SilentLog, console
 from muse_jax.train.profiling import StepProfiler
 from muse_jax.train.run import Run
+from muse_jax.train.workdir_config import record_start
 
 
 def train(settings: Settings, prompt: str, config_json: str = "") -> dict:
     """Train (resuming from the latest checkpoint in the workdir if any), then print a sample.
-    `config_json`: the config as given, written to workdir/config.json."""
+    `config_json`: the config as given, written to workdir/config.json and, per start, to
+    workdir/configs/ (`train/workdir_config.py`)."""
     run = Run(settings)
     t = settings.train
     resumed = run.restore_latest()
@@ -29,13 +29,15 @@ def train(settings: Settings, prompt: str, config_json: str = "") -> dict:
     primary = jax.process_index() == 0
     say = console(primary)
     if primary and config_json:
-        with open(os.path.join(run.workdir, "config.json"), "w", encoding="utf-8") as f:
-            f.write(config_json)
+        record_start(run.workdir, start, config_json)
     param_counts = parameter_counts(settings.model, run.vocab_size)
     say(f"model {settings.model.kind}: {describe_parameter_counts(param_counts)}; vocab {run.vocab_size}; "
         f"train tokens {run.data.meta['train_tokens']:,}, val tokens {run.data.meta['val_tokens']:,}; "
         f"mesh {dict(run.setup.mesh.shape)} over {jax.process_count()} process(es)")
     say(f"resumed from step {start}" if resumed else "starting from step 0")
+    if start >= t.steps:
+        say(f"nothing to train: the latest checkpoint is at step {start} and train.steps is {t.steps} "
+            "(raise train.steps to train further); sampling only")
 
     iterator = iter(train_dataset(run.data, t.seq_len, t.batch_size, settings.seed))
     if run.data_state is not None:

@@ -36,16 +36,16 @@ class Settings:
     hardware: HardwareSettings
     data: DataSettings
     sample: SampleSettings
+    notes: tuple[str, ...] = ()  # one line each, for the user: values adjusted to the run (printed by main)
 
     @classmethod
     def from_config(cls, cfg) -> "Settings":
         """Every key of `cfg` read and checked, each section alone and then against each other."""
         workdir = str(cfg.workdir)
         require(bool(workdir), "workdir must be a directory path, got ''")
-        s = cls(workdir=workdir, seed=int(cfg.seed), model=ModelSettings.from_config(cfg.model),
-                train=TrainSettings.from_config(cfg.train), optim=OptimSettings.from_config(cfg.optim),
-                mesh=MeshSettings.from_config(cfg.mesh), hardware=HardwareSettings.from_config(cfg.hardware),
-                data=DataSettings.from_config(cfg.data, workdir), sample=SampleSettings.from_config(cfg.sample))
-        require(s.optim.warmup_steps < s.train.steps,
-                f"optim.warmup_steps must be in [0, train.steps), got {s.optim.warmup_steps}")
-        return s
+        train = TrainSettings.from_config(cfg.train)
+        optim, note = OptimSettings.from_config(cfg.optim).fitted_to_run(train.steps)
+        return cls(workdir=workdir, seed=int(cfg.seed), model=ModelSettings.from_config(cfg.model), train=train,
+                   optim=optim, mesh=MeshSettings.from_config(cfg.mesh),
+                   hardware=HardwareSettings.from_config(cfg.hardware), data=DataSettings.from_config(cfg.data),
+                   sample=SampleSettings.from_config(cfg.sample), notes=(note,) if note else ())

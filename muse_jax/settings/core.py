@@ -7,8 +7,8 @@ class ConfigError(ValueError):
     """A config value is out of range, of an unknown choice, or inconsistent with another value.
 
     Raised only by `muse_jax.settings` (every check happens when the settings are built, before
-    anything is prepared or compiled). Messages name the key(s) (``optim.warmup_steps must be
-    in [0, train.steps), got 700``) so that `python -m muse_jax.main` reports them as one line
+    anything is prepared or compiled). Messages name the key(s) (``optim.adamw.weight_decay
+    must be >= 0, got -0.1``) so that `python -m muse_jax.main` reports them as one line
     and exit status 2, without a traceback. It is a ValueError, so library callers may catch either.
     """
 

@@ -7,6 +7,7 @@ import os
 
 from muse_jax.settings.core import ConfigError
 
+CACHE_DIR_ENV = "MUSE_JAX_CACHE_DIR"  # overrides the user cache dir for data.cache_dir = ""
 MIN_VOCAB_SIZE = 300  # SentencePiece pieces: the reserved ones plus room for real pieces (data/tokenizer.py)
 ON_ERROR = ("raise", "skip")
 
@@ -16,6 +17,15 @@ def available_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+def user_cache_dir() -> str:
+    """Where prepared data goes by default, shared by every workdir of this user on this machine:
+    $MUSE_JAX_CACHE_DIR, else $XDG_CACHE_HOME/muse_jax, else ~/.cache/muse_jax."""
+    if os.environ.get(CACHE_DIR_ENV):
+        return os.environ[CACHE_DIR_ENV]
+    return os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
+                        "muse_jax")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,12 +44,12 @@ class DataSettings:
     workers: int  # tokenising processes; 1 = in the calling process
 
     @classmethod
-    def from_config(cls, data, workdir: str) -> "DataSettings":
+    def from_config(cls, data) -> "DataSettings":
         s = cls(
             manifest=str(data.manifest),
             source_files=tuple(str(p) for p in data.sources),
             out_dir=str(data.out_dir),
-            cache_dir=str(data.cache_dir) or os.path.join(workdir, "data"),
+            cache_dir=str(data.cache_dir) or user_cache_dir(),
             vocab_size=int(data.vocab_size),
             tokenizer_path=str(data.tokenizer_path),
             tokenizer_sample_lines=int(data.tokenizer_sample_lines),

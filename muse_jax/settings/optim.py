@@ -7,6 +7,7 @@ import re
 from muse_jax.settings.core import ConfigError, one_of, read_section, require
 
 OPTIMIZERS = ("adamw", "symplectic", "bk_hyper_sgd")
+SHORT_RUN_WARMUP_PERCENT = 10  # a warmup not shorter than the run becomes this share of train.steps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,6 +151,17 @@ class OptimSettings:
                                                f"got {self.grad_skip_threshold}")
         for sub in (self.adamw, self.symplectic, self.bk_hyper_sgd, self.aligner, self.tsp):
             sub.check()
+
+    def fitted_to_run(self, steps: int) -> tuple["OptimSettings", str]:
+        """These settings for a run of `steps` optimizer steps, and a note for the user ("" if
+        unchanged). A warmup as long as the run or longer (a short run of a config made for a long
+        one) is shortened: warmup_steps ← ⌊SHORT_RUN_WARMUP_PERCENT · steps / 100⌋."""
+        if self.warmup_steps < steps:
+            return self, ""
+        warmup = SHORT_RUN_WARMUP_PERCENT * steps // 100
+        return dataclasses.replace(self, warmup_steps=warmup), (
+            f"optim.warmup_steps={self.warmup_steps} is not shorter than train.steps={steps}: warming up for "
+            f"{warmup} steps instead ({SHORT_RUN_WARMUP_PERCENT}% of the run)")
 
     @property
     def peak_lr(self) -> float:

@@ -4,8 +4,9 @@ train step on abstract inputs (no parameter is allocated).
 Reported (and written to `workdir/dry_run.json`):
   parameters     stored and dense-equivalent counts
   analytic bytes params, grads (= params, same dtype), optimizer state and EMA (from the abstract
-                 state's shapes), activations (an estimate: saved tensors per layer, see
-                 `activation_bytes_estimate`)
+                 state's shapes), activations_without_remat_estimate (saved tensors per layer with
+                 train.remat_policy=none, see `activation_bytes_estimate`: remat keeps less, and the
+                 XLA peak below counts what the compiled step really keeps)
   xla            `compiled.memory_analysis()`: arguments, outputs, temporaries, aliases, host parts
   peak           device peak = arguments + outputs + temporaries − aliases (donated state reused),
                  without the state offloaded to pinned host memory (`train.offload_params`,
@@ -151,8 +152,8 @@ def dry_run(settings: Settings) -> dict:
             "grads": tree_bytes(abstract.params),
             "optimizer_state": tree_bytes(abstract.opt_state),
             "ema": tree_bytes(abstract.ema_params) if abstract.ema_params is not None else 0,
-            "activations_estimate": activation_bytes_estimate(settings.model, batch, seq_len, vocab, micro,
-                                                              setup.precision.compute_dtype.itemsize),
+            "activations_without_remat_estimate": activation_bytes_estimate(
+                settings.model, batch, seq_len, vocab, micro, setup.precision.compute_dtype.itemsize),
             "host_resident_state": xla["host_state_bytes"],
         },
         "xla_memory_analysis": xla,

@@ -82,14 +82,14 @@ class Run:
         memory (a copy when train.offload_params keeps them on the host)."""
         return self.setup.on_device(state.ema_params if self.settings.train.eval_use_ema else state.params)
 
-    def validation(self, params, tokens=None) -> dict:
+    def validation(self, params, tokens=None, seq_len: int | None = None) -> dict:
         """Mean loss on the validation split (train.eval_batches batches), or on every window of
-        `tokens`."""
+        `tokens` (of seq_len + 1 tokens; default train.seq_len + 1)."""
         t = self.settings.train
         if tokens is None:
             batches = eval_batches(self.val_tokens, t.seq_len, t.batch_size, t.eval_batches)
         else:
-            batches = window_batches(tokens, t.seq_len, t.batch_size)
+            batches = window_batches(tokens, seq_len or t.seq_len, t.batch_size)
         return evaluate(self.setup.eval_step, params, (self.setup.place_batch(b) for b in batches))
 
 
