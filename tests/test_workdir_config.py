@@ -66,3 +66,19 @@ def test_another_model_or_data_in_the_workdir_is_an_error_before_any_work(tmp_pa
     assert sorted(os.listdir(workdir)) == before
     r = run_cli("--config", config, "--mode=eval", "--config.model.kind=transformer")
     assert r.returncode == 2 and "model.kind is 'bk' there, 'transformer' now" in r.stderr
+
+
+def test_a_manifest_compares_by_its_text(tmp_path):
+    """A moved clone (another path to the same manifest text, or the old path gone) resumes; a
+    manifest with other text is another run."""
+    saved = json.loads(get_config().to_json())
+    same = tmp_path / "moved.json"
+    same.write_text(open(saved["data"]["manifest"], encoding="utf-8").read(), encoding="utf-8")
+    new = copy.deepcopy(saved)
+    new["data"]["manifest"] = str(same)
+    assert differences(saved, new) == []
+    gone = copy.deepcopy(saved)
+    gone["data"]["manifest"] = str(tmp_path / "deleted.json")
+    assert differences(gone, new) == []
+    same.write_text('[{"kind": "cc100", "path": "other.txt", "weight": 1}]', encoding="utf-8")
+    assert [key for key, _, _ in differences(saved, new)] == ["data.manifest"]

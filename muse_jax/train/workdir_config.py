@@ -34,7 +34,22 @@ DATA_KEYS = ("data.manifest", "data.sources", "data.tokenizer_path", "data.vocab
 # what the checkpoint holds: stored weights' dtype, the EMA, the optimizer's state
 STATE_KEYS = ("train.param_dtype", "train.ema_decay", "optim.name", "optim.aligner.enabled", "optim.tsp.enabled")
 FIXED_KEYS = MODEL_KEYS + DATA_KEYS + STATE_KEYS
-COMPARED_AS: dict[str, Callable[[Any], Any]] = {"train.ema_decay": lambda decay: decay > 0}  # default: the value
+
+
+def _file_text(path: Any) -> Any:
+    """A manifest compares by its text, so a moved clone (another absolute path to the same file)
+    is the same run; a path that no longer exists cannot be compared (None: skipped)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, TypeError, ValueError):
+        return None
+
+
+COMPARED_AS: dict[str, Callable[[Any], Any]] = {  # default: the value itself
+    "train.ema_decay": lambda decay: decay > 0,
+    "data.manifest": lambda path: _file_text(path) if path else "",
+}
 
 
 class WorkdirMismatch(Exception):
@@ -59,7 +74,8 @@ def differences(saved: dict, new: dict) -> list[tuple[str, Any, Any]]:
     for key in FIXED_KEYS:
         if key in saved and key in new:
             same_as = COMPARED_AS.get(key, lambda v: v)
-            if same_as(saved[key]) != same_as(new[key]):
+            before, now = same_as(saved[key]), same_as(new[key])
+            if before is not None and now is not None and before != now:
                 out.append((key, saved[key], new[key]))
     return out
 
