@@ -38,7 +38,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.bk.lap_eta = 0.05  # > 0: Im z_c = lap_eta + softplus(rho_c) >= lap_eta (LAP); <= 0: Im z_c free
     c.model.bk.prime_bump = False  # Re z_c at the quantiles of the prime-bump potential instead of linspace
     c.model.bk.semiseparable = False  # also mix values with the full causal resolvent (O(N) scan)
-    c.model.bk.scan_impl = "auto"  # auto | chunked | sequential | associative (auto: per backend, muse_jax/model/bk_scan.py)
+    c.model.bk.scan_impl = "auto"  # auto | chunked | sequential | associative | pallas (auto: per backend, never pallas; muse_jax/model/bk_scan.py)
 
     c.data = ml_collections.ConfigDict()  # README "Data": manifest format, prepare, mixing
     c.data.manifest = DEMO_MANIFEST  # JSON/YAML list of sources {kind, path (file or glob), weight}

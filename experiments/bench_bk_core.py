@@ -20,10 +20,19 @@ the load average is recorded.  Ratios are only meaningful within one run.
 Memory: XLA's compiled memory_analysis() of the jitted VJP: arguments + outputs + temporaries
 - aliased (what that one call needs at its peak, bytes); peak_memory_in_bytes where present.
 
-Impls: the public ones (`sequential`, `chunked`, `associative`), `compensated` (sequential
-with compensated=True: the cost of exact float32 outputs), and the references kept for the
-"custom rule vs plain autodiff" decision: `sequential_autodiff` (plain autodiff through a
-complex lax.scan) and `associative_autodiff` (plain autodiff through the matrix scan).
+Bytes per position (of B x C x N): `memory_bytes_per_position` (that compiled memory) and
+`residual_bytes_per_position`: what the VJP stores between its forward and backward pass (the
+leaves of the jax.vjp closure, from an abstract trace; inputs it keeps count).
+
+Impls: the public ones (`sequential`, `chunked`, `associative`, `pallas` -- the Pallas kernels,
+interpreted on CPU, so not in the CPU default), `compensated` (sequential with compensated=True:
+the cost of exact float32 outputs), and the references kept for the "custom rule vs plain
+autodiff" decision: `sequential_autodiff` (plain autodiff through a complex lax.scan) and
+`associative_autodiff` (plain autodiff through the matrix scan).
+
+Surviving failures: an impl whose compile, memory or run fails at a length (any exception,
+e.g. RESOURCE_EXHAUSTED) gets {"error", "message"} in that row and is not run at longer lengths
+(nor is one over --max-compile-s); the JSON is rewritten after every length.
 """
 
 import argparse
@@ -35,12 +44,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments.compiled_memory import compiled_memory
+from experiments.failure import describe, failure_record
 from experiments.figures import finish, pyplot
 from experiments.provenance import peak_rss_mb, write_json
 from muse_jax.model import bk_scan
 from muse_jax.model.bk_core import causal_resolvent_diag, prepare_inputs
 
 REFERENCE_IMPLS = ("sequential_autodiff", "associative_autodiff")
+PUBLIC_IMPLS = ("sequential", "chunked", "associative", "pallas")
 
 
 def resolvent_fn(impl: str):
@@ -61,15 +72,30 @@ def resolvent_fn(impl: str):
     return reference
 
 
-def vjp_fn(impl: str, layout: str):
+def layout_fn(impl: str, layout: str):
+    """g(a, kappa, z) of `impl` on arrays in `layout` (model: [B, N, C], swapped inside)."""
     g_of = resolvent_fn(impl)
-    swap = (lambda x: jnp.swapaxes(x, -1, -2)) if layout == "model" else (lambda x: x)
+    if layout == "contiguous":
+        return g_of
+    swap = lambda x: jnp.swapaxes(x, -1, -2)  # noqa: E731
+    return lambda a, k, z: swap(g_of(swap(a), swap(k), z))
+
+
+def vjp_fn(impl: str, layout: str):
+    g_of = layout_fn(impl, layout)
 
     def fwd_bwd(a, k, z, gbar):
-        g, vjp = jax.vjp(lambda a_, k_, z_: swap(g_of(swap(a_), swap(k_), z_)), a, k, z)
+        g, vjp = jax.vjp(g_of, a, k, z)
         return g, vjp(gbar)
 
     return jax.jit(fwd_bwd)
+
+
+def residual_bytes(impl: str, layout: str, a, k, z) -> int:
+    """Bytes the VJP of `impl` keeps for its backward pass: the leaves of the jax.vjp closure,
+    traced abstractly (nothing computed)."""
+    leaves = jax.eval_shape(lambda *x: jax.tree.leaves(jax.vjp(layout_fn(impl, layout), *x)[1]), a, k, z)
+    return sum(int(np.prod(x.shape)) * jnp.dtype(x.dtype).itemsize for x in leaves)
 
 
 def copy_fn():
@@ -83,52 +109,90 @@ def time_once(f, args) -> float:
 
 
 def make_inputs(batch: int, channels: int, n: int, layout: str, seed: int = 0):
-    rng = np.random.default_rng(seed)
+    """a ~ N(0, 1), kappa ~ U(0, 1), gbar ~ complex N(0, 1) drawn on the device (host generation
+    of 2^29 values would take longer than the benchmark); z: one per channel, Im z = 0.5."""
     shape = (batch, n, channels) if layout == "model" else (batch, channels, n)
-    a = jnp.asarray(rng.normal(size=shape).astype(np.float32))
-    k = jnp.asarray(rng.uniform(0.0, 1.0, shape).astype(np.float32))
+    ka, kk, kr, ki = jax.random.split(jax.random.key(seed), 4)
+    a = jax.random.normal(ka, shape, jnp.float32)
+    k = jax.random.uniform(kk, shape, jnp.float32)
     z = jnp.asarray((np.linspace(-1.5, 1.5, channels)[:, None] + 0.5j).astype(np.complex64))
-    gbar = jnp.asarray((rng.normal(size=shape) + 1j * rng.normal(size=shape)).astype(np.complex64))
+    gbar = jax.lax.complex(jax.random.normal(kr, shape, jnp.float32), jax.random.normal(ki, shape, jnp.float32))
     return a, k, z, gbar
 
 
-def bench_length(n, impls, args, max_compile_s) -> dict:
-    a, k, z, gbar = make_inputs(args.batch, args.channels, n, args.layout)
-    copy = copy_fn()
-    time_once(copy, (a, k, gbar))
-    rows = {}
-    fns = {}
-    for impl in impls:
-        f = vjp_fn(impl, args.layout)
+def measure_impl(impl: str, n: int, inputs, args) -> tuple[dict, object]:
+    """(row, jitted VJP) after compiling and one call; (failure record, None) if anything fails."""
+    a, k, z, gbar = inputs
+    positions = args.batch * args.channels * n
+    try:
         t0 = time.perf_counter()
-        mem = compiled_memory(f.lower(a, k, z, gbar).compile())
-        time_once(f, (a, k, z, gbar))
+        f = vjp_fn(impl, args.layout).lower(a, k, z, gbar).compile()  # compiled once: timed and measured
+        mem = compiled_memory(f)
+        time_once(f, inputs)
         first = time.perf_counter() - t0
-        rows[impl] = {"compile_and_first_call_s": first, "memory": mem}
-        fns[impl] = f
-        print(f"  N={n:6d} {impl:20s} compiled + first call {first:6.1f}s, "
-              f"memory {mem['total_bytes'] / 2**20:8.1f} MiB", flush=True)
-        if first > max_compile_s:
-            print(f"    (over --max-compile-s={max_compile_s}: {impl} is skipped at longer N)", flush=True)
+        stored = residual_bytes(impl, args.layout, a, k, z)
+    except Exception as e:  # noqa: BLE001 -- any failure of this impl is recorded, the run goes on
+        record = failure_record(e)
+        print(f"  N={n:6d} {impl:20s} FAILED: {describe(record)}", flush=True)
+        return record, None
+    row = {"compile_and_first_call_s": first, "memory": mem,
+           "memory_bytes_per_position": mem["total_bytes"] / positions,
+           "residual_bytes_per_position": stored / positions}
+    print(f"  N={n:6d} {impl:20s} compiled + first call {first:6.1f}s, memory {mem['total_bytes'] / 2**20:8.1f} MiB "
+          f"({row['memory_bytes_per_position']:.1f} B/position, residuals {row['residual_bytes_per_position']:.1f})",
+          flush=True)
+    if first > args.max_compile_s:
+        print(f"    (over --max-compile-s={args.max_compile_s}: {impl} is skipped at longer N)", flush=True)
+    return row, f
+
+
+def bench_length(n, impls, args) -> dict:
+    elements = args.batch * args.channels * n
+    out = {"n": n, "copy_bytes_read": 16 * elements, "copy_bytes_written": 16 * elements, "impls": {}}
+    try:
+        inputs = make_inputs(args.batch, args.channels, n, args.layout)
+        a, k, _, gbar = inputs
+        copy = copy_fn()
+        time_once(copy, (a, k, gbar))
+    except Exception as e:  # noqa: BLE001 -- the inputs or the copy do not fit: record, go on
+        print(f"  N={n:6d} inputs / copy FAILED: {describe(failure_record(e))}", flush=True)
+        return {**out, **failure_record(e)}
+    rows, fns = out["impls"], {}
+    for impl in impls:
+        rows[impl], f = measure_impl(impl, n, inputs, args)
+        if f is not None:
+            fns[impl] = f
     best = {impl: float("inf") for impl in fns}
     copy_best = float("inf")
     for _ in range(args.reps):
-        for impl, f in fns.items():
+        for impl, f in list(fns.items()) or [(None, None)]:  # the copy is timed even if nothing runs
             copy_best = min(copy_best, time_once(copy, (a, k, gbar)))
-            best[impl] = min(best[impl], time_once(f, (a, k, z, gbar)))
+            if f is None:
+                continue
+            try:
+                best[impl] = min(best[impl], time_once(f, inputs))
+            except Exception as e:  # noqa: BLE001
+                rows[impl].update(failure_record(e))
+                print(f"  N={n:6d} {impl:20s} FAILED: {describe(rows[impl])}", flush=True)
+                del fns[impl]
     for impl in fns:
         rows[impl]["fwd_bwd_s"] = best[impl]
         rows[impl]["ratio_to_copy"] = best[impl] / copy_best
         print(f"  N={n:6d} {impl:20s} fwd+bwd {best[impl] * 1e3:9.2f} ms = {best[impl] / copy_best:6.2f} x copy "
               f"({copy_best * 1e3:.2f} ms)", flush=True)
-    elements = args.batch * args.channels * n
-    return {
-        "n": n,
-        "copy_s": copy_best,
-        "copy_bytes_read": 16 * elements,
-        "copy_bytes_written": 16 * elements,
-        "impls": rows,
-    }
+    return {**out, "copy_s": copy_best}
+
+
+def dropped_after(run: dict, impls, max_compile_s: float) -> dict:
+    """{impl: why} for the impls of `impls` not to run at longer lengths after `run`."""
+    why = {}
+    for impl in impls:
+        row = run["impls"].get(impl, {})
+        if "error" in row:
+            why[impl] = f"failed at N={run['n']}"
+        elif row.get("compile_and_first_call_s", 0.0) > max_compile_s:
+            why[impl] = f"compile + first call over --max-compile-s={max_compile_s} at N={run['n']}"
+    return why
 
 
 # ---------------------------------------------------------------------------
@@ -157,12 +221,31 @@ def float64_reference(a, k, z):
         return np.asarray(jax.jit(bk_scan.sequential_autodiff)(a_.astype(z_.dtype) - z_[..., None], k_))
 
 
-def precision_table(n: int) -> dict:
+def precision_row(f, a, k, z, ref, imz: float) -> dict:
+    """Errors of the forward ``f`` against ``ref`` (and its second call's time)."""
+    jax.block_until_ready(f(a, k, z))
+    t = time.perf_counter()
+    g = np.asarray(f(a, k, z))
+    elapsed = time.perf_counter() - t
+    rel = np.abs(g - ref) / np.abs(ref)
+    return {
+        "finite": bool(np.all(np.isfinite(g))),
+        "max_abs_g_times_im_z": float(np.max(np.abs(g)) * imz),
+        "rel_err_max": float(rel.max()),
+        "rel_err_p99_9": float(np.quantile(rel, 0.999)),
+        "rel_err_median": float(np.median(rel)),
+        "fraction_above_1e-4": float(np.mean(rel > 1e-4)),
+        "forward_s": elapsed,
+    }
+
+
+def precision_table(n: int, pallas: bool) -> dict:
     variants = {
         "sequential": {"impl": "sequential"},
         "sequential+compensated": {"impl": "sequential", "compensated": True},
         "chunked": {"impl": "chunked"},
         "associative": {"impl": "associative"},
+        **({"pallas": {"impl": "pallas"}} if pallas else {}),
     }
     table = {}
     for case, make in (("issue_range", range_inputs), ("realistic", realistic_inputs)):
@@ -172,20 +255,12 @@ def precision_table(n: int) -> dict:
         table[case] = {}
         for name, kwargs in variants.items():
             f = jax.jit(lambda a_, k_, z_, kw=kwargs: causal_resolvent_diag(a_, k_, z_, **kw))
-            jax.block_until_ready(f(a, k, z))
-            t = time.perf_counter()
-            g = np.asarray(f(a, k, z))
-            elapsed = time.perf_counter() - t
-            rel = np.abs(g - ref) / np.abs(ref)
-            row = {
-                "finite": bool(np.all(np.isfinite(g))),
-                "max_abs_g_times_im_z": float(np.max(np.abs(g)) * imz),
-                "rel_err_max": float(rel.max()),
-                "rel_err_p99_9": float(np.quantile(rel, 0.999)),
-                "rel_err_median": float(np.median(rel)),
-                "fraction_above_1e-4": float(np.mean(rel > 1e-4)),
-                "forward_s": elapsed,
-            }
+            try:
+                row = precision_row(f, a, k, z, ref, imz)
+            except Exception as e:  # noqa: BLE001
+                table[case][name] = failure_record(e)
+                print(f"  precision {case:12s} {name:24s} FAILED: {describe(table[case][name])}", flush=True)
+                continue
             table[case][name] = row
             print(f"  precision {case:12s} {name:24s} max {row['rel_err_max']:.2e}  p99.9 {row['rel_err_p99_9']:.2e}  "
                   f"median {row['rel_err_median']:.1e}  >1e-4: {row['fraction_above_1e-4']:.1e}  "
@@ -193,7 +268,7 @@ def precision_table(n: int) -> dict:
     return {"n": n, "reference": "float64 sequential (plain lax.scan, complex128)", "cases": table}
 
 
-def gradient_precision(n: int) -> dict:
+def gradient_precision(n: int, pallas: bool) -> dict:
     """Normwise relative error of d(loss)/d(a, kappa, z) in float32 vs float64 plain autodiff."""
     a, k, z = realistic_inputs(n, seed=5)
     rng = np.random.default_rng(6)
@@ -210,13 +285,47 @@ def gradient_precision(n: int) -> dict:
         ref = grads(resolvent_fn("sequential_autodiff"), (a.astype(np.float64), k.astype(np.float64),
                                                           z.astype(np.complex128)))
     out = {}
-    for impl in ("sequential", "chunked", "associative", "sequential_autodiff", "associative_autodiff"):
-        got = grads(resolvent_fn(impl), (a, k, z))
+    impls = ("sequential", "chunked", "associative", *(("pallas",) if pallas else ()), *REFERENCE_IMPLS)
+    for impl in impls:
+        try:
+            got = grads(resolvent_fn(impl), (a, k, z))
+        except Exception as e:  # noqa: BLE001
+            out[impl] = failure_record(e)
+            print(f"  gradient precision {impl:22s} FAILED: {describe(out[impl])}", flush=True)
+            continue
         out[impl] = {name: float(np.linalg.norm(x - r) / np.linalg.norm(r))
                      for name, x, r in zip(("a", "kappa", "z"), got, ref)}
         print(f"  gradient precision {impl:22s} " + "  ".join(f"{n_}: {e:.1e}" for n_, e in out[impl].items()),
               flush=True)
     return {"n": n, "inputs": "realistic (a ~ N(0,1), kappa ~ U(0,1), Im z = 0.1)", "normwise_rel_err": out}
+
+
+def summarize(timing: list[dict]) -> dict:
+    """Per impl: ratio to the copy, bytes per position and failures by N; the best public impl
+    over N >= 16k (target: 4x the copy)."""
+    summary = {}
+    for impl in sorted({i for r in timing for i in r["impls"]}):
+        by_n = {r["n"]: r["impls"][impl] for r in timing if impl in r["impls"]}
+        ok = {n: v for n, v in by_n.items() if "ratio_to_copy" in v}
+        row = {"ratio_to_copy": {n: v["ratio_to_copy"] for n, v in ok.items()},
+               "residual_bytes_per_position": {n: v["residual_bytes_per_position"] for n, v in ok.items()},
+               "memory_bytes_per_position": {n: v["memory_bytes_per_position"] for n, v in ok.items()}}
+        failed = {n: describe(v) for n, v in by_n.items() if "error" in v}
+        if failed:
+            row["failed"] = failed
+        if 4096 in ok and 65536 in ok:
+            row["memory_64k_over_4k"] = ok[65536]["memory"]["total_bytes"] / ok[4096]["memory"]["total_bytes"]
+        summary[impl] = row
+    long = [r for r in timing if r["n"] >= 16384]
+    public = [i for i in PUBLIC_IMPLS if long and all("ratio_to_copy" in r["impls"].get(i, {}) for r in long)]
+    if public:
+        best = min(public, key=lambda i: max(r["impls"][i]["ratio_to_copy"] for r in long))
+        summary["best_impl_at_n_ge_16k"] = {
+            "impl": best,
+            "max_ratio_to_copy": max(r["impls"][best]["ratio_to_copy"] for r in long),
+            "target": 4.0,
+        }
+    return summary
 
 
 # ---------------------------------------------------------------------------
@@ -258,44 +367,28 @@ def main():
     args = p.parse_args()
 
     impls = args.impls.split(",")
-    load_start = os.getloadavg()
-    timing = []
+    config = {"batch": args.batch, "channels": args.channels, "layout": args.layout, "reps": args.reps,
+              "impls": impls, "auto_impl": bk_scan.auto_impl(), "load_average_start": os.getloadavg()}
+    timing, not_run = [], {}
+
+    def payload() -> dict:
+        return {"config": {**config, "load_average_end": os.getloadavg()}, "summary": summarize(timing),
+                "timing": timing, "peak_rss_mb": peak_rss_mb()}
+
     for n in (int(x) for x in args.lengths.split(",")):
-        run = bench_length(n, impls, args, args.max_compile_s)
+        run = bench_length(n, [i for i in impls if i not in not_run], args)
+        if not_run:
+            run["not_run"] = dict(not_run)
         timing.append(run)
-        impls = [i for i in impls if run["impls"][i]["compile_and_first_call_s"] <= args.max_compile_s]
-    load_end = os.getloadavg()
+        not_run.update(dropped_after(run, impls, args.max_compile_s))
+        write_json(args.out, payload())  # after every length: a later crash keeps what was measured
 
-    summary = {}
-    for impl in {i for r in timing for i in r["impls"]}:
-        by_n = {r["n"]: r["impls"][impl] for r in timing if impl in r["impls"]}
-        row = {"ratio_to_copy": {n: v["ratio_to_copy"] for n, v in by_n.items()}}
-        if 4096 in by_n and 65536 in by_n:
-            row["memory_64k_over_4k"] = by_n[65536]["memory"]["total_bytes"] / by_n[4096]["memory"]["total_bytes"]
-        summary[impl] = row
-    long = [r for r in timing if r["n"] >= 16384]
-    if long:
-        public = [i for i in ("sequential", "chunked", "associative") if all(i in r["impls"] for r in long)]
-        best = min(public, key=lambda i: max(r["impls"][i]["ratio_to_copy"] for r in long))
-        summary["best_impl_at_n_ge_16k"] = {
-            "impl": best,
-            "max_ratio_to_copy": max(r["impls"][best]["ratio_to_copy"] for r in long),
-            "target": 4.0,
-        }
-
-    payload = {
-        "config": {"batch": args.batch, "channels": args.channels, "layout": args.layout, "reps": args.reps,
-                   "auto_impl": bk_scan.auto_impl(), "load_average_start": load_start,
-                   "load_average_end": load_end},
-        "summary": summary,
-        "timing": timing,
-    }
+    result = payload()
     if args.precision_n:
-        payload["precision"] = precision_table(args.precision_n)
-        payload["gradient_precision"] = gradient_precision(4096)
-    payload["peak_rss_mb"] = peak_rss_mb()
-    write_json(args.out, payload)
-    plot({**payload, "provenance": {"machine": {"backend": jax.default_backend()}}},
+        result["precision"] = precision_table(args.precision_n, "pallas" in impls)
+        result["gradient_precision"] = gradient_precision(4096, "pallas" in impls)
+    write_json(args.out, result)
+    plot({**result, "provenance": {"machine": {"backend": jax.default_backend()}}},
          os.path.splitext(args.out)[0] + ".png")
     print(f"wrote {args.out} and {os.path.splitext(args.out)[0]}.png")
 

@@ -1,5 +1,5 @@
-"""The model-shape flags bench_decode.py and bench_throughput.py share, and the model settings
-built from them (configs/tiny_ja.py's model section with that shape)."""
+"""The model-shape flags bench_decode.py, bench_throughput.py and step_memory.py share, and the
+model settings built from them (configs/tiny_ja.py's model section with that shape)."""
 
 import argparse
 
@@ -20,15 +20,21 @@ def add_model_shape_args(parser: argparse.ArgumentParser, *, d_model: int, layer
     parser.add_argument("--vocab", type=int, default=vocab)
 
 
-def model_settings(kind: str, args, **bk) -> ModelSettings:
-    """tiny_ja's model section with model.kind = kind, the shape from add_model_shape_args' flags
-    and the `model.bk.*` keys in `bk`."""
-    cfg = tiny_ja.get_config().model
+def set_model_shape(cfg, kind: str, args) -> None:
+    """Set model.kind = kind and the shape from add_model_shape_args' flags in a config's model
+    section `cfg` (in place)."""
     cfg.kind = kind
     cfg.d_model = args.d_model
     cfg.n_layers = args.layers
     cfg.n_heads = args.heads
     cfg.bk.channels = args.channels
+
+
+def model_settings(kind: str, args, **bk) -> ModelSettings:
+    """tiny_ja's model section with model.kind = kind, the shape from add_model_shape_args' flags
+    and the `model.bk.*` keys in `bk`."""
+    cfg = tiny_ja.get_config().model
+    set_model_shape(cfg, kind, args)
     for key, value in bk.items():
         cfg.bk[key] = value
     return ModelSettings.from_config(cfg)

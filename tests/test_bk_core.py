@@ -414,7 +414,7 @@ def test_unknown_impl_raises():
 
 
 def test_auto_resolves_per_backend():
-    assert IMPLS == ("auto", "chunked", "sequential", "associative")
+    assert IMPLS == ("auto", "chunked", "sequential", "associative", "pallas")
     assert bk_scan.auto_impl("cpu") == "sequential"
     assert bk_scan.auto_impl("gpu") == bk_scan.auto_impl("tpu") == "associative"
     rng = np.random.default_rng(11)

@@ -58,19 +58,22 @@ def test_transformer_causality(tiny_config):
 # after t) × 8 channels at N = 384 give chunk_count = min(⌈8192/64⌉, 384 // 128) = 3 chunks of
 # 128, and there is one t in each chunk (a leak from a later position of the same chunk, or from
 # a later chunk, moves some position ≤ t). `associative` does not chunk and compiles slowly in N
-# (O(log N) levels): a shorter sequence.
+# (O(log N) levels): a shorter sequence. `pallas` (interpreted on CPU) runs 2 chunks of its default
+# 256 positions at N = 384, the second one partial, with t's in both.
 BK_CAUSAL = {"sequential": (384, (100, 200, 300)), "chunked": (384, (100, 200, 300)),
-             "associative": (40, (17, 30))}  # impl: (N, the t's)
+             "associative": (40, (17, 30)), "pallas": (384, (100, 300))}  # impl: (N, the t's)
 CHUNKED_CHUNKS = 3
 
 
 @pytest.mark.parametrize("impl, semiseparable", [
-    ("sequential", False), ("chunked", False), ("associative", False), ("chunked", True), ("associative", True),
+    ("sequential", False), ("chunked", False), ("associative", False), ("pallas", False), ("chunked", True),
+    ("associative", True), ("pallas", True),
 ])
 def test_bk_causality_every_scan_impl(tiny_config, impl, semiseparable):
     """The full BK model under each `model.bk.scan_impl` (and with the semiseparable mix): logits
     at positions ≤ t ignore tokens after t, with `chunked` running 3 chunks (asserted in the
-    traced computation: arrays laid out [P, K=3, L=128, C]) and a t in each of them."""
+    traced computation: arrays laid out [P, K=3, L=128, C]) and a t in each of them, and
+    `pallas` running its kernels (asserted: pallas_call in the traced computation)."""
     tiny_config.model.bk.scan_impl = impl
     tiny_config.model.bk.semiseparable = semiseparable
     model = tiny_model(tiny_config, "bk")
@@ -84,6 +87,8 @@ def test_bk_causality_every_scan_impl(tiny_config, impl, semiseparable):
         assert sorted(t // chunk for t in ts) == list(range(CHUNKED_CHUNKS))  # a t in every chunk
         traced = str(forward.trace(rows).jaxpr)
         assert f"f32[{rows.shape[0]},{CHUNKED_CHUNKS},{chunk},{channels}]" in traced, "not chunked as expected"
+    if impl == "pallas":
+        assert "pallas_call" in str(forward.trace(rows).jaxpr), "the Pallas kernels are not used"
     logits = forward(rows)
     for i, t in enumerate(ts, start=1):
         assert_causal(logits[:2], logits[2 * i : 2 * i + 2], t)

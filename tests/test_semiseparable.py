@@ -94,5 +94,6 @@ def test_every_bk_core_impl_maps_to_a_scan():
     from muse_jax.model.bk_core import IMPLS
 
     assert {apply_scan_for(impl) for impl in IMPLS} <= set(APPLY_SCANS)
+    assert apply_scan_for("pallas") == apply_scan_for("auto")  # the kernels compute g only, not the mix
     with pytest.raises(ValueError, match="unknown impl"):
         apply_scan_for("fft")

@@ -42,13 +42,14 @@ Bound: ``g`` is a diagonal entry of the resolvent of a real symmetric matrix,
 ``g = sum_k |u_k|^2 / (lambda_k - z)`` with ``sum_k |u_k|^2 = 1``, hence
 ``Im g > 0`` and ``|g| <= 1 / Im z``.
 
-Implementations (``impl``; all in :mod:`muse_jax.model.bk_scan`, which documents each and why
+Implementations (``impl``; documented in :mod:`muse_jax.model.bk_scan`, which also says why
 ``auto`` picks what it picks): ``auto`` (``sequential`` on CPU, ``associative`` elsewhere),
-``chunked``, ``sequential``, ``associative``.  All are pure, jit-able and differentiable in
-reverse mode (``jax.grad``) with exact, O(N)-memory gradients; ``associative`` also supports
-forward mode (``jax.jvp``).  ``compensated=True`` evaluates the sequential recursion in
-double-float arithmetic for ~1-ulp outputs at any conditioning.  ``bk_step`` (generation)
-uses plain autodiff.
+``chunked``, ``sequential``, ``associative`` (all in bk_scan) and ``pallas`` (Pallas kernels,
+:mod:`muse_jax.model.bk_pallas`; in the Pallas interpreter on CPU).  All are pure, jit-able and
+differentiable in reverse mode (``jax.grad``) with exact, O(N)-memory gradients;
+``associative`` also supports forward mode (``jax.jvp``).  ``compensated=True`` evaluates the
+sequential recursion in double-float arithmetic for ~1-ulp outputs at any conditioning.
+``bk_step`` (generation) uses plain autodiff.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
-from muse_jax.model import bk_scan
+from muse_jax.model import bk_pallas, bk_scan
 from muse_jax.model.bk_scan import IMPLS
 
 __all__ = [
@@ -126,6 +127,8 @@ def _causal(a, kappa, z, impl, unroll, n_chunks, compensated=False):
     """Dispatch on prepared inputs (see :func:`prepare_inputs`; ``impl`` already resolved)."""
     if impl == "associative":
         return bk_scan.associative_g(a.astype(z.dtype) - z[..., None], kappa)
+    if impl == "pallas":
+        return bk_pallas.pallas_resolvent_prepared(a, kappa, z)
     if impl == "sequential":
         n_chunks = 1
     elif n_chunks is None:
@@ -173,9 +176,10 @@ def causal_resolvent_diag(
         ``[B, C, N]``), with ``Im z > 0``.
       impl: ``"auto"`` (per backend, see :func:`muse_jax.model.bk_scan.auto_impl`),
         ``"chunked"`` (loops that advance all chunks of the sequence at once, the chunk
-        boundaries fixed exactly), ``"sequential"`` (a loop along the sequence) or
-        ``"associative"`` (``lax.associative_scan`` over rescaled 2x2 transfer matrices).
-        See :mod:`muse_jax.model.bk_scan`.
+        boundaries fixed exactly), ``"sequential"`` (a loop along the sequence),
+        ``"associative"`` (``lax.associative_scan`` over rescaled 2x2 transfer matrices) or
+        ``"pallas"`` (the chunked recursion as Pallas kernels, default chunk and block sizes;
+        interpreted on CPU). See :mod:`muse_jax.model.bk_scan` and :mod:`muse_jax.model.bk_pallas`.
       unroll: loop unroll factor of the loop-based impls (1 is fastest on CPU).
       n_chunks: ``chunked`` only: number of chunks (default: enough to fill
         ``bk_scan.TARGET_LANES`` vector lanes, see :func:`muse_jax.model.bk_scan.chunk_count`).

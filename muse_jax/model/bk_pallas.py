@@ -20,7 +20,7 @@ Forward (three passes; only the chunk boundaries cross programs):
   1. :func:`_transfer_kernel`: each chunk's transfer product ``T_k = M_{kL+L} ... M_{kL+1}``,
      rescaled by a power of two after every step (:func:`_transfer_step`);
   2. in JAX, ``lax.associative_scan`` over the ``K`` chunk products (rescaled 2x2 products,
-     ``bk_scan._mat_combine``) gives each chunk's incoming ``g`` (``Q01 / Q11`` of the prefix);
+     ``bk_scan.mat_combine``) gives each chunk's incoming ``g`` (``Q01 / Q11`` of the prefix);
   3. :func:`_walk_kernel`: (1) itself through each chunk from its incoming ``g``; writes ``g``.
 The values are those of (1); the matrix products only supply the ``K`` boundary values.
 
@@ -32,15 +32,19 @@ Backward: the adjoint of (1) (derived in bk_scan), with ``w`` the cotangent of `
 is linear in ``w``: in messages ``c_i = kappa_i m_i`` a chunk maps the message entering at its
 last position to the one leaving its first as ``c_out = c0 + Pi c_in`` (affine), so
   1. :func:`_summary_kernel`: each chunk's ``(c0, Pi)`` by a reverse walk;
-  2. in JAX, a reverse ``associative_scan`` of the affine maps (``bk_scan._affine_combine``)
+  2. in JAX, a reverse ``associative_scan`` of the affine maps (``bk_scan.affine_combine``)
      gives the message entering each chunk;
   3. :func:`_adjoint_kernel`: (2) through each chunk from that message; writes ``abar``,
      ``kappabar`` and per-chunk partial sums of ``zbar``.
 Residuals: ``g`` (re, im) and ``kappa`` in kernel layout (12 bytes per position for float32)
 plus ``K`` incoming values per row.
 
+The model uses it with ``model.bk.scan_impl = pallas`` (bk_core's ``impl="pallas"`` calls
+:func:`pallas_resolvent_prepared`); ``auto`` never picks it (see ``bk_scan.auto_impl``).
 Tested on CPU with ``interpret=True`` (tests/test_bk_pallas.py); block shapes, dtypes and ops
-are chosen for the Triton (GPU) lowering but were not run on a GPU in this work.
+are chosen for the Triton (GPU) lowering but were not run on a GPU in this work.  Under a
+multi-device mesh XLA's SPMD partitioner has no rule for the kernels' custom calls (it
+replicates their operands): a sharded run should wrap them in ``shard_map`` (not tried).
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ from jax.experimental.pallas import triton as plgpu
 
 from muse_jax.model import bk_scan
 
-__all__ = ["pallas_causal_resolvent"]
+__all__ = ["pallas_causal_resolvent", "pallas_resolvent_prepared"]
 
 CHUNK = 256  # positions per program (L); default, not tuned on a GPU
 BLOCK_ROWS = 128  # rows per program (R); one row per thread at 4 warps
@@ -268,7 +272,7 @@ def _incoming_g(t):
     [P, K, 2, Cp]: ``Q_k = T_k ... T_0`` by an associative scan, ``g_end_k = Q_k[0,1] / Q_k[1,1]``
     (``Q_k [0; 1]``), ``g_in_0 = 0``, ``g_in_k = g_end_{k-1}``."""
     mats = jnp.stack([jax.lax.complex(t[:, :, 2 * j], t[:, :, 2 * j + 1]) for j in range(4)])
-    prefix = jax.lax.associative_scan(bk_scan._mat_combine, mats, axis=2)
+    prefix = jax.lax.associative_scan(bk_scan.mat_combine, mats, axis=2)
     g_end = prefix[1] / prefix[3]
     return _to_stack(jnp.concatenate([jnp.zeros_like(g_end[:, :1]), g_end[:, :-1]], axis=1))
 
@@ -279,7 +283,7 @@ def _incoming_messages(s):
     ``c_in_k = F_{k+1}(c_in_{k+1})``, by an associative scan of the maps in reverse order."""
     c0 = jnp.flip(jax.lax.complex(s[:, :, 0], s[:, :, 1]), axis=1)
     pi = jnp.flip(jax.lax.complex(s[:, :, 2], s[:, :, 3]), axis=1)
-    _, out = jax.lax.associative_scan(bk_scan._affine_combine, (pi, c0), axis=1)
+    _, out = jax.lax.associative_scan(bk_scan.affine_combine, (pi, c0), axis=1)
     out = jnp.flip(out, axis=1)  # out_k = F_k(F_{k+1}(... F_{K-1}(0)))
     return _to_stack(jnp.concatenate([out[:, 1:], jnp.zeros_like(out[:, :1])], axis=1))
 
@@ -325,9 +329,27 @@ def _pallas_g_bwd(chunk, block_rows, interpret, res, ct):
 _pallas_g.defvjp(_pallas_g_fwd, _pallas_g_bwd)
 
 
+def _options(chunk, block_rows, interpret) -> tuple[int, int, bool]:
+    """Checked static options: powers of two; ``interpret`` defaults to the CPU backend."""
+    for name, v in (("chunk", chunk), ("block_rows", block_rows)):
+        if v < 1 or v & (v - 1):
+            raise ValueError(f"`{name}` must be a power of two, got {v}")
+    if interpret is None:
+        interpret = jax.default_backend() == "cpu"
+    return int(chunk), int(block_rows), bool(interpret)
+
+
+def pallas_resolvent_prepared(a, kappa, z, *, chunk: int = CHUNK, block_rows: int = BLOCK_ROWS,
+                              interpret: bool | None = None):
+    """:func:`pallas_causal_resolvent` on inputs already prepared by
+    :func:`muse_jax.model.bk_core.prepare_inputs` (real ``a``, ``kappa`` of one shape, complex
+    ``z`` of the batch shape; ``kappa[..., 0]`` is masked here): ``impl="pallas"`` of bk_core."""
+    return _pallas_g(a, kappa, z, *_options(chunk, block_rows, interpret))
+
+
 @functools.partial(jax.jit, static_argnames=("chunk", "block_rows", "interpret"))
 def _pallas_jit(a, kappa, z, chunk, block_rows, interpret):
-    from muse_jax.model.bk_core import prepare_inputs  # here: bk_core may import this module
+    from muse_jax.model.bk_core import prepare_inputs  # here: bk_core imports this module
 
     a, kappa, z = prepare_inputs(a, kappa, z, mask_first=False)
     return _pallas_g(a, kappa, z, chunk, block_rows, interpret)
@@ -341,21 +363,19 @@ def pallas_causal_resolvent(
     Same contract as :func:`muse_jax.model.bk_core.causal_resolvent_diag` (recursion (1),
     ``kappa[..., 0]`` ignored, ``z`` broadcast against ``a[..., :1]``, ``|g| <= 1 / Im z``),
     differentiable in reverse mode (``jax.grad``; custom VJP running the adjoint (2) as Pallas
-    kernels, see the module docstring); not in forward mode.
+    kernels, see the module docstring); not in forward mode.  ``causal_resolvent_diag(...,
+    impl="pallas")`` is this with the default ``chunk``, ``block_rows`` and ``interpret``.
 
     Args:
       a, kappa, z: as ``causal_resolvent_diag``; real float32 (or float64) ``[..., N]``.
       chunk: positions per program ``L`` (a power of two; capped at the next power of two of N).
       block_rows: rows of the last batch axis per program ``R`` (a power of two; capped at the
         next power of two of that axis).
-      interpret: run the kernels in the Pallas interpreter (default: on the CPU backend only).
+      interpret: run the kernels in the Pallas interpreter (default: on the CPU backend only,
+        so the kernels compile for GPU (Triton); TPU was never tried).
 
     Returns:
       complex ``[..., N]`` (complex64 for float32 inputs).
     """
-    for name, v in (("chunk", chunk), ("block_rows", block_rows)):
-        if v < 1 or v & (v - 1):
-            raise ValueError(f"`{name}` must be a power of two, got {v}")
-    if interpret is None:
-        interpret = jax.default_backend() == "cpu"
-    return _pallas_jit(a, kappa, z, chunk=int(chunk), block_rows=int(block_rows), interpret=bool(interpret))
+    chunk, block_rows, interpret = _options(chunk, block_rows, interpret)
+    return _pallas_jit(a, kappa, z, chunk=chunk, block_rows=block_rows, interpret=interpret)

@@ -25,6 +25,9 @@ one Mobius map per position.  Three evaluations, equal to float32 precision (tes
 ``associative``
     ``lax.associative_scan`` over the 2x2 transfer matrices (O(log N) depth), each partial
     product rescaled by an exact power of two; derivative by a custom JVP.
+``pallas`` (not in this module: :mod:`muse_jax.model.bk_pallas`, dispatched by bk_core)
+    The two-level chunked recursion and its adjoint as Pallas kernels (the recursion state in
+    registers); its cross-chunk passes use :func:`mat_combine` and :func:`affine_combine`.
 
 Gradients of ``sequential`` / ``chunked``: a ``jax.custom_vjp`` running the adjoint of (1),
 
@@ -68,8 +71,10 @@ from muse_jax.settings.model import SCAN_IMPLS
 
 __all__ = [
     "IMPLS",
+    "affine_combine",
     "auto_impl",
     "chunk_count",
+    "mat_combine",
     "scan_resolvent",
     "associative_g",
     "matrix_scan_ratio",
@@ -96,6 +101,10 @@ def auto_impl(backend: str | None = None) -> str:
       its depth is O(log N) kernel launches, whereas the loop-based impls run N (sequential)
       or ~2 (L + K) (chunked) serial steps, each at least one kernel launch.  Measure
       ``chunked`` against it with ``experiments/bench_bk_core.py`` before trusting this.
+    ``pallas`` (:mod:`muse_jax.model.bk_pallas`) is never chosen here: it stays opt-in until the
+      GPU benchmark (``experiments/gpu_suite.sh``: ``bench_bk_core`` and the train step of
+      ``bench_throughput``) shows it faster than ``associative`` -- that must be measured, not
+      assumed (off GPU it runs in the Pallas interpreter, far slower than everything else).
     """
     backend = backend or jax.default_backend()
     return "sequential" if backend == "cpu" else "associative"
@@ -507,7 +516,7 @@ def _inv_pow2(s):
     return jnp.ldexp(jnp.ones_like(s), -e)
 
 
-def _mat_combine(x, y):
+def mat_combine(x, y):
     """Combine two stacks of 2x2 partial products, ``x`` earlier, ``y`` later.
 
     A stack is one array ``[4, ...]`` holding the entries (m00, m01, m10,
@@ -548,11 +557,11 @@ def matrix_scan_ratio(d, kc):
     s = jnp.maximum(jnp.maximum(_amax(d), _amax(m10)), 1.0)
     inv = _inv_pow2(s).astype(d.dtype)
     elems = jnp.stack((jnp.zeros_like(d), inv, m10 * inv, d * inv))
-    prods = jax.lax.associative_scan(_mat_combine, elems, axis=d.ndim)
+    prods = jax.lax.associative_scan(mat_combine, elems, axis=d.ndim)
     return prods[1] / prods[3]
 
 
-def _affine_combine(x, y):
+def affine_combine(x, y):
     """Compose first-order affine maps ``t -> A t + B``; ``x`` earlier.
 
     (A, B) stay separate leaves: A is primal-only and B is linear in the
@@ -603,7 +612,7 @@ def _assoc_g_jvp(primals, tangents):
     g2 = g * g
     A = kc * g2  # A_1 = 0 because kc[..., 0] = 0
     B = g2 * (g_prev * dk - dd)
-    _, dg = jax.lax.associative_scan(_affine_combine, (A, B), axis=g.ndim - 1)
+    _, dg = jax.lax.associative_scan(affine_combine, (A, B), axis=g.ndim - 1)
     return g, dg
 
 

@@ -37,19 +37,14 @@ APPLY_SCANS = ("associative", "sequential")
 
 def apply_scan_for(impl: str) -> str:
     """The scan that evaluates (2) for a `bk_core` impl: `associative` for `associative` (and for
-    `auto` off CPU, where that is bk_core's choice too), `lax.scan` otherwise."""
+    `auto` off CPU, where that is bk_core's choice too), `lax.scan` otherwise.  `pallas` computes
+    g only (its kernels hold the recursion of g, not (2)): its mix takes `auto`'s scan, the
+    parallel one on GPU/TPU, `lax.scan` on CPU."""
     if impl not in IMPLS:
         raise ValueError(f"unknown impl {impl!r}; valid impls are {IMPLS}")
-    if impl == "auto":
+    if impl in ("auto", "pallas"):
         impl = bk_scan.auto_impl()
     return "associative" if impl == "associative" else "sequential"
-
-
-def _affine_compose(earlier, later):
-    """(A2, B2) ∘ (A1, B1): t ↦ A2 (A1 t + B1) + B2."""
-    a1, b1 = earlier
-    a2, b2 = later
-    return a2 * a1, a2 * b1 + b2
 
 
 def coupling_amplitude(kappa: jax.Array) -> jax.Array:
@@ -75,7 +70,7 @@ def causal_resolvent_apply(g: jax.Array, kappa: jax.Array, v: jax.Array, impl: s
     coeff = -b * g  # A_i
     drive = g * v.astype(g.dtype)  # B_i
     if apply_scan_for(impl) == "associative":
-        _, y = jax.lax.associative_scan(_affine_compose, (coeff, drive), axis=g.ndim - 1)
+        _, y = jax.lax.associative_scan(bk_scan.affine_combine, (coeff, drive), axis=g.ndim - 1)
         return y
 
     def step(y_prev, xs):

@@ -7,7 +7,7 @@ from muse_jax.settings.core import one_of, read_section, require
 MODEL_KINDS = ("bk", "transformer")
 EMBEDDINGS = ("euclidean", "hyperbolic", "htt", "hyperbolic_htt")
 ROUTERS = ("none", "scattering", "learned")
-SCAN_IMPLS = ("auto", "chunked", "sequential", "associative")
+SCAN_IMPLS = ("auto", "chunked", "sequential", "associative", "pallas")
 
 
 @dataclasses.dataclass(frozen=True)
