@@ -15,7 +15,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from muse_jax.data.errors import DataError
-from muse_jax.settings import ConfigError, Settings
+from muse_jax.settings import ConfigError, Settings, UnsupportedBackend
 from muse_jax.train.errors import NoCheckpoint
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file in configs/.", lock_config=True)
@@ -112,8 +112,8 @@ def run() -> None:
         app.run(main, flags_parser=parse_flags)
     except KeyboardInterrupt:
         sys.exit(130)
-    except (DataError, ConfigError, NoCheckpoint) as e:  # bad input data (file, line, byte), config value (key),
-        fail(str(e))                                     # or no checkpoint to read: one line
+    except (DataError, ConfigError, UnsupportedBackend, NoCheckpoint) as e:  # bad input data (file, line, byte),
+        fail(str(e))  # config value (key), a value this backend cannot run (key), or no checkpoint to read: one line
 
 
 if __name__ == "__main__":
