@@ -45,6 +45,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.train.offload_params = True
     c.train.offload_optimizer = True
     c.train.param_dtype = "float32"
-    c.train.compute_dtype = "bfloat16"
+    c.train.compute_dtype = "bfloat16"  # not auto: the dry run on a CPU measures the GPU plan in bfloat16
+    c.train.loss_chunk_tokens = 2048  # head + loss by slices of 2048 tokens: a larger micro-batch never holds whole logits
     c.optim.warmup_steps = 0
     return c

@@ -23,6 +23,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.n_layers = 4
     c.model.ffn_mult = 3  # hidden width of the gated MLP = ffn_mult * d_model
     c.model.n_heads = 4  # transformer only
+    c.model.attention_impl = "auto"  # auto | xla | cudnn: transformer attention (auto: cuDNN flash on GPU with bf16/fp16)
     c.model.output_mult = 4.0  # α of the tied head: logits = α h·E/d_model (euclidean, htt; μP read-out, docs/architecture.md)
     c.model.embedding = "euclidean"  # euclidean | hyperbolic | htt | hyperbolic_htt (tied head; docs/architecture.md)
     c.model.hyperbolic_c_min = 0.1  # hyperbolic*: ball curvature c = c_min + softplus(rho) >= c_min
@@ -63,7 +64,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.train.offload_params = False  # params (and EMA) live in pinned host memory between steps (README "The 8 GB plan")
     c.train.offload_optimizer = False  # optimizer state lives in pinned host memory between steps
     c.train.param_dtype = "float32"  # float32 | bfloat16: stored layer weights (and so their optimizer state)
-    c.train.compute_dtype = "float32"  # float32 | bfloat16: forward/backward (BK resolvent, logits, loss stay float32)
+    c.train.compute_dtype = "auto"  # auto | float32 | bfloat16: forward/backward; auto = bfloat16 on GPU/TPU, float32 on CPU
+    #                                  (BK resolvent complex64, logits and loss float32 whatever the choice)
+    c.train.loss_chunk_tokens = 0  # > 0: tied head + loss over chunks of ~this many tokens, rematerialised (0 = off)
     c.train.label_smoothing = 0.0  # α: targets (1-α)·onehot + α/V; the logged loss stays the plain NLL
     c.train.ema_decay = 0.0  # EMA of params kept in the train state (checkpointed); 0 = off
     c.train.eval_use_ema = False  # evaluate and sample with the EMA params (needs ema_decay > 0)

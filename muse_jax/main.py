@@ -16,7 +16,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from muse_jax.data.errors import DataError
-from muse_jax.settings import ConfigError, Settings
+from muse_jax.settings import ConfigError, Settings, UnsupportedBackend
 from muse_jax.train.errors import NoCheckpoint
 from muse_jax.train.workdir_config import WorkdirMismatch, check_same_run
 
@@ -126,8 +126,9 @@ def run() -> None:
         app.run(main, flags_parser=parse_flags)
     except KeyboardInterrupt:
         sys.exit(130)
-    except (DataError, ConfigError, NoCheckpoint, WorkdirMismatch) as e:  # bad input data (file, line, byte),
-        fail(str(e))  # config value (key), no checkpoint to read, a workdir of another model: one line
+    except (DataError, ConfigError, UnsupportedBackend, NoCheckpoint, WorkdirMismatch) as e:  # bad input data
+        fail(str(e))  # (file, line, byte), config value (key), a value this backend cannot run (key), no checkpoint
+        #               to read, a workdir of another model: one line
 
 
 def console_script() -> None:

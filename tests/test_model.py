@@ -45,8 +45,11 @@ def changed_after(tokens: jax.Array, t: int) -> jax.Array:
     return tokens.at[:, t + 1 :].set(jax.random.randint(jax.random.key(2), (rows, n - t - 1), 0, VOCAB))
 
 
-def test_transformer_causality(tiny_config):
-    """Changing tokens after position t never changes the logits at positions ≤ t."""
+@pytest.mark.parametrize("attention_impl", ["auto", "xla"])  # auto: what a CPU run takes (tests/test_attention.py)
+def test_transformer_causality(tiny_config, attention_impl):
+    """Changing tokens after position t never changes the logits at positions ≤ t, through
+    `jax.nn.dot_product_attention` as the model calls it."""
+    tiny_config.model.attention_impl = attention_impl
     model = tiny_model(tiny_config, "transformer")
     n, t = 40, 17
     tokens = jax.random.randint(jax.random.key(1), (2, n), 0, VOCAB)

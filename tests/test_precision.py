@@ -10,8 +10,8 @@ from flax import nnx
 from muse_jax.model.bk_mixer import BKMixer
 from muse_jax.model.linear import LinearSpec
 from muse_jax.model.param_roles import roles
-from muse_jax.settings import BKSettings, Settings
-from muse_jax.train.precision import cast_weights
+from muse_jax.settings import BKSettings, Settings, TrainSettings
+from muse_jax.train.precision import Precision, cast_weights, resolve_compute_dtype
 from muse_jax.train.state import TrainSetup
 
 VOCAB = 256
@@ -30,6 +30,19 @@ def losses(cfg, steps: int = 3) -> tuple[list[float], TrainSetup, object]:
         state, metrics = setup.train_step(state, setup.place_batch(b))
         out.append(float(metrics["loss"]))
     return out, setup, state
+
+
+def test_compute_dtype_auto_is_bfloat16_on_gpu_and_tpu_and_float32_on_cpu(tiny_config, monkeypatch):
+    """auto (the configs' default) is resolved in one place, by the backend; named dtypes are kept."""
+    assert tiny_config.train.compute_dtype == "auto"
+    train = TrainSettings.from_config(tiny_config.train)
+    assert jax.default_backend() == "cpu" and Precision.of(train).compute_dtype == jnp.float32
+    for backend, dtype in (("gpu", jnp.bfloat16), ("tpu", jnp.bfloat16), ("cpu", jnp.float32)):
+        assert resolve_compute_dtype("auto", backend) == dtype
+        assert resolve_compute_dtype("float32", backend) == jnp.float32
+        assert resolve_compute_dtype("bfloat16", backend) == jnp.bfloat16
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")  # the query Precision.of makes
+    assert Precision.of(train).compute_dtype == jnp.bfloat16
 
 
 def test_bfloat16_compute_trains_close_to_float32(tiny_config):

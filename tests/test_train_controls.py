@@ -15,7 +15,8 @@ from test_train import Interrupt, interrupt_after
 from muse_jax.model.lm import LanguageModel
 from muse_jax.model.param_roles import roles
 from muse_jax.train.optimizer import build_optimizer, optimizer_metrics
-from muse_jax.train.step import accumulate_gradients, ema_update, make_train_step, smoothed_cross_entropy
+from muse_jax.train.loss import smoothed_cross_entropy
+from muse_jax.train.step import accumulate_gradients, ema_update, make_train_step
 from muse_jax.settings import ConfigError, ModelSettings, OptimSettings, Settings, TrainSettings
 from muse_jax.modes import train as train_mode
 from muse_jax.modes.train import train

@@ -1,10 +1,55 @@
-"""Causal multi-head self-attention with rotary position embeddings (the Transformer baseline's mixer)."""
+"""Causal multi-head self-attention with rotary position embeddings (the Transformer baseline's mixer).
+
+The training / evaluation forward runs `jax.nn.dot_product_attention` with the implementation
+`model.attention_impl` asks for (`attention_implementation`):
+  xla    XLA's attention: the [B, H, T, T] scores materialised (any backend, any dtype);
+  cudnn  cuDNN's fused flash attention (NVIDIA GPUs; bfloat16 / float16 inputs): the scores are
+         never stored, and the causal half is skipped;
+  auto   cudnn where it can run — a CUDA GPU, bfloat16 / float16 inputs (`train.compute_dtype`
+         bfloat16, or auto on a GPU) and a head dimension that is a multiple of 8 and ≤ 128 —
+         else xla (so always xla on CPU, where the two agree with the plain softmax to float32).
+Generation (prefill with its padding mask, and the KV-cache step) always uses the XLA / explicit
+forms below, whatever the choice: decoding is unchanged and exact.
+"""
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from muse_jax.model.linear import LinearSpec
+from muse_jax.settings import UnsupportedBackend
+
+FLASH_DTYPES = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))  # what cuDNN's flash attention takes
+FLASH_MAX_HEAD_DIM = 128  # cuDNN flash: head dim a multiple of 8, ≤ 128 (≤ 256 from Hopper on; auto stays safe)
+
+
+def accelerator() -> str:
+    """The backend attention runs on: "cuda" for an NVIDIA GPU, else `jax.default_backend()`
+    ("cpu", "tpu", or "gpu" for a ROCm GPU, which has no cuDNN)."""
+    backend = jax.default_backend()
+    if backend == "gpu" and "cuda" in jax.devices()[0].client.platform_version.lower():
+        return "cuda"
+    return backend
+
+
+def attention_implementation(requested: str, platform: str, dtype, head_dim: int) -> str:
+    """The `implementation=` for `jax.nn.dot_product_attention`: "xla" or "cudnn".
+
+    requested: `model.attention_impl`; platform: `accelerator()`; dtype: that of q, k, v.
+    auto → "cudnn" only on "cuda" with dtype in FLASH_DTYPES and head_dim % 8 == 0, ≤ FLASH_MAX_HEAD_DIM;
+    else "xla". cudnn where it cannot run → UnsupportedBackend naming the key."""
+    if requested == "xla":
+        return "xla"
+    if requested == "cudnn":
+        if platform != "cuda":
+            raise UnsupportedBackend(f"model.attention_impl=cudnn needs an NVIDIA GPU (cuDNN); the backend is "
+                                     f"{platform}: use auto or xla")
+        if jnp.dtype(dtype) not in FLASH_DTYPES:
+            raise UnsupportedBackend(f"model.attention_impl=cudnn needs bfloat16 or float16 attention "
+                                     f"(train.compute_dtype=bfloat16 or auto), got {jnp.dtype(dtype).name}")
+        return "cudnn"
+    flash = jnp.dtype(dtype) in FLASH_DTYPES and head_dim % 8 == 0 and head_dim <= FLASH_MAX_HEAD_DIM
+    return "cudnn" if platform == "cuda" and flash else "xla"
 
 
 def rotary_embedding(x: jax.Array, positions: jax.Array, base: float = 10000.0) -> jax.Array:
@@ -34,10 +79,15 @@ class CausalSelfAttention(nnx.Module):
     tokens begin at start[b], and RoPE positions are counted from there (n − start[b]).
     """
 
-    def __init__(self, d_model: int, n_heads: int, linear: LinearSpec = LinearSpec(), *, rngs: nnx.Rngs):
+    def __init__(self, d_model: int, n_heads: int, linear: LinearSpec = LinearSpec(), *, rngs: nnx.Rngs,
+                 implementation: str = "auto"):
         if d_model % n_heads:
             raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
         self.n_heads = n_heads
+        self.implementation = implementation  # model.attention_impl
+        self.platform = accelerator()
+        if implementation == "cudnn":  # the backend is known now: fail at build, not at the first trace
+            attention_implementation(implementation, self.platform, jnp.bfloat16, d_model // n_heads)
         self.qkv = linear.make(d_model, 3 * d_model, rngs=rngs)
         self.out = linear.make(d_model, d_model, rngs=rngs)
 
@@ -50,7 +100,8 @@ class CausalSelfAttention(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         b, t, d = x.shape
         q, k, v = self.project(x, jnp.arange(t))
-        y = jax.nn.dot_product_attention(q, k, v, is_causal=True)
+        impl = attention_implementation(self.implementation, self.platform, q.dtype, q.shape[-1])
+        y = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=impl)
         return self.out(y.reshape(b, t, d))
 
     def prefill(self, x: jax.Array, start: jax.Array, max_len: int) -> tuple[jax.Array, None, dict]:
@@ -61,7 +112,7 @@ class CausalSelfAttention(nnx.Module):
         q, k, v = self.project(x, n[None, :] - start[:, None])
         real_key = n[None, None, :] >= start[:, None, None]  # [B, 1, T]
         mask = (n[:, None] >= n[None, :]) & (real_key | (n[:, None] == n[None, :]))  # [B, T, T]
-        y = jax.nn.dot_product_attention(q, k, v, mask=mask[:, None])
+        y = jax.nn.dot_product_attention(q, k, v, mask=mask[:, None], implementation="xla")
         pad = ((0, 0), (0, 0), (0, max_len - t), (0, 0))
         cache = {name: jnp.pad(jnp.swapaxes(kv, 1, 2), pad) for name, kv in (("k", k), ("v", v))}  # [B, H, S, d]
         return self.out(y.reshape(b, t, d)), None, cache

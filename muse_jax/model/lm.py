@@ -32,7 +32,7 @@ class Block(nnx.Module):
         if self.is_bk:
             self.mixer = BKMixer(d, model.bk, linear, rngs=rngs)
         else:
-            self.mixer = CausalSelfAttention(d, model.n_heads, linear, rngs=rngs)
+            self.mixer = CausalSelfAttention(d, model.n_heads, linear, rngs=rngs, implementation=model.attention_impl)
         self.ffn_norm = nnx.RMSNorm(d, rngs=rngs)
         self.has_experts = model.router != "none"
         if self.has_experts:
@@ -103,10 +103,15 @@ class LanguageModel(nnx.Module):
 
     def forward_with_aux(self, tokens: jax.Array) -> tuple[jax.Array, dict]:
         """tokens: int [B, N] → (logits float32 [B, N, V], aux) — see the class docstring."""
+        h, aux = self.features_with_aux(tokens)
+        return self.readout(h), aux
+
+    def features_with_aux(self, tokens: jax.Array) -> tuple[jax.Array, dict]:
+        """tokens: int [B, N] → (h [B, N, D], aux): the normed final hidden states the tied head
+        reads (logits = `readout(h)`), so a loss can apply the head a chunk of tokens at a time."""
         x = self.embed.embed(tokens)
         x, aux = self.scan_blocks(lambda block, x, _: block(x), x, None, self.remat_policy)
-        logits = self.head(x)
-        return logits, {"aux_loss": jnp.mean(aux["aux_loss"]), "expert_load": aux["expert_load"]}
+        return self.final_norm(x), {"aux_loss": jnp.mean(aux["aux_loss"]), "expert_load": aux["expert_load"]}
 
     def scan_blocks(self, fn, x: jax.Array, per_layer, remat_policy: str = "none"):
         """lax.scan of fn(block, x, per_layer[l]) → (x, out[l]) over the stacked layers."""
@@ -119,7 +124,23 @@ class LanguageModel(nnx.Module):
         return jax.lax.scan(remat_layer(layer, remat_policy), x, (block_state, per_layer))
 
     def head(self, x: jax.Array) -> jax.Array:
-        return self.embed.logits(self.final_norm(x)).astype(jnp.float32)
+        """The last block's output x [..., D] → logits float32 [..., V]: final norm, then the tied head."""
+        return self.readout(self.final_norm(x))
+
+    def readout(self, h: jax.Array) -> jax.Array:
+        """The tied head on normed hidden states h [..., D] → logits float32 [..., V]."""
+        return self.embed.logits(h).astype(jnp.float32)
+
+    def readout_function(self):
+        """(apply, params) with apply(params, h) = `readout(h)`, a pure function of the head's own
+        parameters (the token table or its TT cores, and the hyperbolic curvature and temperature),
+        to run inside `lax.scan` / `jax.checkpoint` (the chunked loss, `train/loss.py`)."""
+        graphdef, state = nnx.split(self.embed)
+
+        def apply(params, h: jax.Array) -> jax.Array:
+            return nnx.merge(graphdef, params).logits(h).astype(jnp.float32)
+
+        return apply, nnx.to_pure_dict(state)
 
     def prefill(self, tokens: jax.Array, max_len: int, start: jax.Array | None = None) -> tuple[jax.Array, dict]:
         """tokens int [B, N], left-padded: row b's prompt is tokens[b, start[b]:] (start [B], default

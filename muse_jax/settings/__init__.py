@@ -13,7 +13,7 @@ JAX, so `--mode=prepare` stays JAX-free.
 
 import dataclasses
 
-from muse_jax.settings.core import ConfigError, require
+from muse_jax.settings.core import ConfigError, UnsupportedBackend, require
 from muse_jax.settings.data import DataSettings
 from muse_jax.settings.mesh import HardwareSettings, MeshSettings
 from muse_jax.settings.model import BKSettings, ModelSettings
@@ -22,7 +22,7 @@ from muse_jax.settings.sample import SampleSettings
 from muse_jax.settings.train import TrainSettings
 
 __all__ = ["BKSettings", "ConfigError", "DataSettings", "HardwareSettings", "MeshSettings", "ModelSettings",
-           "OptimSettings", "SampleSettings", "Settings", "TrainSettings"]
+           "OptimSettings", "SampleSettings", "Settings", "TrainSettings", "UnsupportedBackend"]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,6 +13,13 @@ class ConfigError(ValueError):
     """
 
 
+class UnsupportedBackend(ValueError):
+    """A value the settings accept that this machine's backend cannot run (e.g.
+    `model.attention_impl=cudnn` without an NVIDIA GPU). The settings never import JAX, so the model
+    raises it when it is built or first traced; the message names the key, and
+    `python -m muse_jax.main` reports it as one line with exit status 2, like a ConfigError."""
+
+
 def require(condition: bool, message: str) -> None:
     """ConfigError(message) unless `condition`."""
     if not condition:

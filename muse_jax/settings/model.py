@@ -5,6 +5,7 @@ import dataclasses
 from muse_jax.settings.core import one_of, read_section, require
 
 MODEL_KINDS = ("bk", "transformer")
+ATTENTION_IMPLS = ("auto", "xla", "cudnn")  # chosen per backend and dtype by model/attention.py
 EMBEDDINGS = ("euclidean", "hyperbolic", "htt", "hyperbolic_htt")
 ROUTERS = ("none", "scattering", "learned")
 SCAN_IMPLS = ("auto", "chunked", "sequential", "associative", "pallas")
@@ -42,6 +43,7 @@ class ModelSettings:
     n_layers: int = 4
     ffn_mult: int = 3
     n_heads: int = 4
+    attention_impl: str = "auto"
     output_mult: float = 4.0
     embedding: str = "euclidean"
     hyperbolic_c_min: float = 0.1
@@ -64,6 +66,7 @@ class ModelSettings:
         one_of("model.kind", self.kind, MODEL_KINDS)
         one_of("model.embedding", self.embedding, EMBEDDINGS)
         one_of("model.router", self.router, ROUTERS)
+        one_of("model.attention_impl", self.attention_impl, ATTENTION_IMPLS)
         for key in ("d_model", "n_layers", "ffn_mult", "n_heads", "htt_rank", "n_experts"):
             require(getattr(self, key) >= 1, f"model.{key} must be >= 1, got {getattr(self, key)}")
         require(self.output_mult > 0, f"model.output_mult must be > 0, got {self.output_mult}")

@@ -5,6 +5,7 @@ import dataclasses
 from muse_jax.settings.core import one_of, read_section, require
 
 DTYPES = ("float32", "bfloat16")
+COMPUTE_DTYPES = (*DTYPES, "auto")  # auto: bfloat16 on GPU/TPU, float32 on CPU (train/precision.py)
 REMAT_POLICIES = ("none", "full", "minimal", "offload")
 MAX_GRAD_ACCUM_STEPS = 64
 COUNTS = ("steps", "batch_size", "seq_len", "eval_batches", "log_every", "eval_every", "checkpoint_every",
@@ -14,7 +15,7 @@ COUNTS = ("steps", "batch_size", "seq_len", "eval_batches", "log_every", "eval_e
 @dataclasses.dataclass(frozen=True)
 class TrainSettings:
     """See configs/tiny_ja.py for each key; the precision keys are names (`muse_jax/train/precision.py`
-    turns them into dtypes), so these settings never import JAX."""
+    turns them into dtypes, resolving `auto` by the backend), so these settings never import JAX."""
 
     steps: int = 600
     batch_size: int = 16
@@ -24,7 +25,8 @@ class TrainSettings:
     offload_params: bool = False
     offload_optimizer: bool = False
     param_dtype: str = "float32"
-    compute_dtype: str = "float32"
+    compute_dtype: str = "auto"
+    loss_chunk_tokens: int = 0
     label_smoothing: float = 0.0
     ema_decay: float = 0.0
     eval_use_ema: bool = False
@@ -52,7 +54,9 @@ class TrainSettings:
                 f"({self.grad_accum_steps})")
         one_of("train.remat_policy", self.remat_policy, REMAT_POLICIES)
         one_of("train.param_dtype", self.param_dtype, DTYPES)
-        one_of("train.compute_dtype", self.compute_dtype, DTYPES)
+        one_of("train.compute_dtype", self.compute_dtype, COMPUTE_DTYPES)
+        require(self.loss_chunk_tokens >= 0,
+                f"train.loss_chunk_tokens must be >= 0 (0 = off), got {self.loss_chunk_tokens}")
         require(0 <= self.label_smoothing < 1, f"train.label_smoothing must be in [0, 1), got {self.label_smoothing}")
         require(0 <= self.ema_decay < 1, f"train.ema_decay must be in [0, 1) (0 = off), got {self.ema_decay}")
         require(not self.eval_use_ema or self.ema_decay > 0, "train.eval_use_ema needs train.ema_decay > 0")

@@ -41,15 +41,18 @@ def tree_bytes(tree) -> int:
 
 
 def activation_bytes_estimate(model: ModelSettings, batch: int, seq_len: int, vocab: int, micro_batches: int,
-                              itemsize: int = 4) -> int:
+                              itemsize: int = 4, loss_chunk_tokens: int = 0) -> int:
     """Tensors (of `itemsize` bytes: the compute dtype) saved for the backward pass of one
     micro-batch without remat: per layer ~ (8·D + 3·F + 12·C) values per token (norm inputs, mixer projections, complex
-    resolvent features, FFN gate/up/act), plus the logits and their softmax (2·V per token)."""
-    tokens = batch // micro_batches * seq_len
+    resolvent features, FFN gate/up/act), plus the logits and their softmax (2·V per token) — of
+    every token, or with `train.loss_chunk_tokens` of one slice of the chunked loss (`train/loss.py`)."""
+    rows = batch // micro_batches
+    tokens = rows * seq_len
     d, f = model.d_model, model.ffn_width
     c = model.bk.channels if model.is_bk else 0
     per_layer = 8 * d + 3 * f + 12 * c
-    return itemsize * tokens * (model.n_layers * per_layer + 2 * vocab)
+    logit_tokens = min(tokens, rows * max(1, loss_chunk_tokens // rows)) if loss_chunk_tokens else tokens
+    return itemsize * (tokens * model.n_layers * per_layer + logit_tokens * 2 * vocab)
 
 
 def host_bytes(tree) -> int:
@@ -144,7 +147,8 @@ def dry_run(settings: Settings) -> dict:
         "config": {"model.kind": settings.model.kind, "batch_size": batch, "seq_len": seq_len, "grad_accum_steps": micro,
                    "remat_policy": t.remat_policy, "offload_params": setup.offload_params,
                    "offload_optimizer": t.offload_optimizer, "param_dtype": setup.precision.param_dtype.name,
-                   "compute_dtype": setup.precision.compute_dtype.name, "mesh": dict(setup.mesh.shape)},
+                   "compute_dtype": setup.precision.compute_dtype.name, "loss_chunk_tokens": t.loss_chunk_tokens,
+                   "mesh": dict(setup.mesh.shape)},
         "backend": jax.default_backend(),
         "parameters": parameter_counts(settings.model, vocab),
         "analytic_bytes": {
@@ -153,7 +157,8 @@ def dry_run(settings: Settings) -> dict:
             "optimizer_state": tree_bytes(abstract.opt_state),
             "ema": tree_bytes(abstract.ema_params) if abstract.ema_params is not None else 0,
             "activations_without_remat_estimate": activation_bytes_estimate(
-                settings.model, batch, seq_len, vocab, micro, setup.precision.compute_dtype.itemsize),
+                settings.model, batch, seq_len, vocab, micro, setup.precision.compute_dtype.itemsize,
+                t.loss_chunk_tokens),
             "host_resident_state": xla["host_state_bytes"],
         },
         "xla_memory_analysis": xla,

@@ -1,5 +1,8 @@
 """Mixed precision: parameters stored in `train.param_dtype`, the forward and backward passes run
-in `train.compute_dtype` (e.g. float32 master weights, bfloat16 compute).
+in `train.compute_dtype` (e.g. float32 master weights, bfloat16 compute). `compute_dtype=auto`
+(the default) is resolved here, once, by the backend (`resolve_compute_dtype`): bfloat16 where
+the matrix units are built for it (GPU, TPU), float32 on CPU (no bfloat16 speed-up there, and
+the CPU tests compare against float32 references).
 
 Cast are the parameters whose role allows it (`model/param_roles.py`: every floating parameter
 not marked `keep_float32`): once when the state is created (to param_dtype), and inside the loss
@@ -19,6 +22,7 @@ import jax.numpy as jnp
 from muse_jax.settings import TrainSettings
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+BFLOAT16_BACKENDS = ("gpu", "tpu")  # compute_dtype=auto → bfloat16 on these, float32 elsewhere
 
 
 def cast_weights(params, dtype, cast_mask):
@@ -28,10 +32,19 @@ def cast_weights(params, dtype, cast_mask):
                         params, cast_mask)
 
 
+def resolve_compute_dtype(name: str, backend: str | None = None) -> jnp.dtype:
+    """The dtype `train.compute_dtype = name` means on `backend` (default: `jax.default_backend()`):
+    auto → bfloat16 on GPU/TPU, float32 otherwise; float32 / bfloat16 as named."""
+    if name == "auto":
+        backend = jax.default_backend() if backend is None else backend
+        name = "bfloat16" if backend in BFLOAT16_BACKENDS else "float32"
+    return jnp.dtype(DTYPES[name])
+
+
 class Precision(NamedTuple):
     param_dtype: jnp.dtype
     compute_dtype: jnp.dtype
 
     @classmethod
     def of(cls, train: TrainSettings) -> "Precision":
-        return cls(jnp.dtype(DTYPES[train.param_dtype]), jnp.dtype(DTYPES[train.compute_dtype]))
+        return cls(jnp.dtype(DTYPES[train.param_dtype]), resolve_compute_dtype(train.compute_dtype))

@@ -14,6 +14,9 @@ the optimizer state and the EMA after the backward pass — and sent back at its
 
 Precision: the loss function casts the parameters the model allows (`ParamRoles.cast`) to
 `train.compute_dtype` before `nnx.merge` (`precision.py`); gradients come back in the stored dtype.
+
+Loss: cross-entropy of the tied head (`loss.py`): of the whole logits, or, with
+`train.loss_chunk_tokens`, of slices of tokens whose logits are recomputed in the backward pass.
 """
 
 from typing import Any, Callable, Iterable, NamedTuple
@@ -26,6 +29,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from muse_jax.model.router import routing_metrics
 from muse_jax.settings import TrainSettings
+from muse_jax.train.loss import chunked_cross_entropy, smoothed_cross_entropy
 from muse_jax.train.optimizer import optimizer_metrics
 from muse_jax.train.precision import Precision, cast_weights
 
@@ -48,19 +52,6 @@ class TrainState(NamedTuple):
     opt_state: Any
     rng: jax.Array  # uint32 [2] raw PRNG key
     ema_params: Any  # EMA of params (train.ema_decay > 0), else None
-
-
-def smoothed_cross_entropy(logits: jax.Array, targets: jax.Array, label_smoothing: float):
-    """Returns (objective, nll), both means over tokens. With α = label_smoothing and targets
-    q = (1 − α)·onehot + α/V (as `optax.smooth_labels`), without building the one-hot:
-        objective = (1 − α)·nll + α·(logsumexp(logits) − mean_v logits_v).
-    nll is the plain cross-entropy, comparable with val_loss."""
-    logits = logits.astype(jnp.float32)
-    nll = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
-    if label_smoothing == 0:
-        return nll.mean(), nll.mean()
-    uniform = jax.nn.logsumexp(logits, axis=-1) - logits.mean(axis=-1)
-    return ((1 - label_smoothing) * nll + label_smoothing * uniform).mean(), nll.mean()
 
 
 def split_micro_batches(batch: dict, num_micro: int, sharding: NamedSharding | None = None) -> dict:
@@ -115,9 +106,11 @@ class StepPhases(NamedTuple):
 
 def make_step_phases(graphdef: nnx.GraphDef, tx: optax.GradientTransformationExtraArgs, train: TrainSettings,
                      cast_mask, batch_sharding: NamedSharding | None = None) -> StepPhases:
-    """Uses `train.grad_accum_steps`, `train.label_smoothing`, `train.ema_decay` and the compute
-    dtype; `cast_mask` (`ParamRoles.cast`) names the parameters cast to it."""
+    """Uses `train.grad_accum_steps`, `train.label_smoothing`, `train.loss_chunk_tokens`,
+    `train.ema_decay` and the compute dtype; `cast_mask` (`ParamRoles.cast`) names the parameters
+    cast to it."""
     num_micro, label_smoothing, ema_decay = train.grad_accum_steps, train.label_smoothing, train.ema_decay
+    chunk_tokens = train.loss_chunk_tokens
     compute_dtype = Precision.of(train).compute_dtype
 
     def init_state(params, rng: jax.Array) -> TrainState:
@@ -126,9 +119,14 @@ def make_step_phases(graphdef: nnx.GraphDef, tx: optax.GradientTransformationExt
 
     def loss_fn(params, micro):
         # The model's aux_loss (router load balancing; 0 without a learned router) joins the objective.
-        logits, model_aux = nnx.merge(graphdef, cast_weights(params, compute_dtype, cast_mask)).forward_with_aux(
-            micro["inputs"])
-        objective, nll = smoothed_cross_entropy(logits, micro["targets"], label_smoothing)
+        model = nnx.merge(graphdef, cast_weights(params, compute_dtype, cast_mask))
+        if chunk_tokens:  # the head by slices of tokens, never the whole logits (loss.py)
+            h, model_aux = model.features_with_aux(micro["inputs"])
+            objective, nll = chunked_cross_entropy(*model.readout_function(), h, micro["targets"], chunk_tokens,
+                                                   label_smoothing)
+        else:
+            logits, model_aux = model.forward_with_aux(micro["inputs"])
+            objective, nll = smoothed_cross_entropy(logits, micro["targets"], label_smoothing)
         return objective + model_aux["aux_loss"], (nll, routing_metrics(model_aux))
 
     def gradients(params, batch):
