@@ -78,6 +78,9 @@ def main(argv: list[str]) -> None:
     if eval_file is not None and not os.path.isfile(eval_file):
         fail(f"--eval_file {eval_file!r}: no such file")
     settings = Settings.from_config(cfg)  # every check, before anything is prepared or compiled
+    if settings.data.synthetic.enabled and (eval_file is not None or _MODE.value in ("generate", "chat", "prepare")):
+        what = "--eval_file" if eval_file is not None else f"--mode={_MODE.value}"
+        fail(f"{what} needs the text corpus; data.synthetic={settings.data.synthetic.task!r} is a generated task")
     if _MODE.value == "prepare":  # data only: JAX is never imported
         from muse_jax.data.prepared import run_prepare
 

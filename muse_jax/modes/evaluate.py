@@ -1,30 +1,56 @@
-"""`--mode=eval`: the loss of the latest checkpoint, on the validation split or on a text file."""
+"""`--mode=eval`: the loss of the latest checkpoint, on the validation set or on a text file, in
+windows of `eval.seq_len` (longer than train.seq_len: length extrapolation), resolved by position."""
 
+import dataclasses
 import json
 
 import jax
 
 from muse_jax.data.errors import DataError
+from muse_jax.data.synthetic import SyntheticTask
 from muse_jax.data.tokenizer import load_tokenizer
 from muse_jax.settings import Settings
 from muse_jax.train.run import restored_run
 
 
 def evaluate_checkpoint(settings: Settings, eval_file: str | None = None) -> dict:
-    """Loss of the latest checkpoint on the validation split, or on every window of `eval_file`
-    (a UTF-8 text, one document: `PreparedData.text_file_ids`); printed as one JSON line."""
-    run = restored_run(settings)
+    """Loss of the latest checkpoint on the validation set (`Run.validation`: the same targets at
+    any `eval.seq_len`), or on every window of `eval_file` (a UTF-8 text, one document:
+    `PreparedData.text_file_ids`); with a synthetic task also the answers' accuracy; `by_position`:
+    the same in `eval.position_buckets` buckets of the window. Printed as one JSON line."""
     if eval_file is None:
-        result = run.validation(run.eval_params(run.state))
+        result = evaluate_variants([settings])[0]
     else:
+        run = restored_run(settings)
+        seq_len = settings.eval.seq_len
         tokens = run.data.text_file_ids(load_tokenizer(run.data.tokenizer_path), eval_file)
-        seq_len = settings.train.seq_len
-        if len(tokens) < settings.train.window:
-            raise DataError(f"{eval_file}: {len(tokens)} tokens, too few for one window of train.seq_len + 1 = "
-                            f"{settings.train.window}")
-        result = {"eval_file": eval_file, "targets": (len(tokens) - 1) // seq_len * seq_len,
-                  **run.validation(run.eval_params(run.state), tokens)}
-    result = {"step": int(run.state.step), **result}
+        if len(tokens) < seq_len + 1:
+            raise DataError(f"{eval_file}: {len(tokens)} tokens, too few for one window of eval.seq_len + 1 = "
+                            f"{seq_len + 1}")
+        result = {"step": int(run.state.step), "seq_len": seq_len, "train_seq_len": settings.train.seq_len,
+                  "eval_file": eval_file, "targets": (len(tokens) - 1) // seq_len * seq_len,
+                  **run.validation(run.eval_params(run.state), tokens, seq_len, settings.eval.position_buckets)}
     if jax.process_index() == 0:
         print(json.dumps(result, ensure_ascii=False))
     return result
+
+
+def evaluate_variants(variants: list[Settings]) -> list[dict]:
+    """`--mode=eval` (on the validation set) of one checkpoint at several points, restored once:
+    settings that differ only in `eval.*` and, for a synthetic task, its keys (`data.mqar.*`,
+    `data.passkey.*`: e.g. more pairs, another depth). Each window length compiles once."""
+    first = variants[0]
+    task_keys = {"mqar": first.data.synthetic.mqar, "passkey": first.data.synthetic.passkey}
+    for v in variants:
+        data = dataclasses.replace(v.data, synthetic=dataclasses.replace(v.data.synthetic, **task_keys))
+        if dataclasses.replace(v, eval=first.eval, data=data) != first:
+            raise ValueError("evaluate_variants: the settings may differ only in eval.* and data.mqar/passkey.*")
+    run = restored_run(first)
+    params = run.eval_params(run.state)
+    results = []
+    for v in variants:
+        task = SyntheticTask(v.data.synthetic) if v.data.synthetic.enabled else None
+        results.append({"step": int(run.state.step), "seq_len": v.eval.seq_len, "train_seq_len": v.train.seq_len,
+                        **run.validation(params, seq_len=v.eval.seq_len, position_buckets=v.eval.position_buckets,
+                                         task=task)})
+    return results

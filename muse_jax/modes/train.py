@@ -8,7 +8,6 @@ import os
 
 import jax
 
-from muse_jax.data.mixture import train_dataset
 from muse_jax.model.param_count import describe_parameter_counts, parameter_counts
 from muse_jax.modes.generate import Sampler
 from muse_jax.settings import Settings
@@ -33,11 +32,10 @@ def train(settings: Settings, prompt: str, config_json: str = "") -> dict:
             f.write(config_json)
     param_counts = parameter_counts(settings.model, run.vocab_size)
     say(f"model {settings.model.kind}: {describe_parameter_counts(param_counts)}; vocab {run.vocab_size}; "
-        f"train tokens {run.data.meta['train_tokens']:,}, val tokens {run.data.meta['val_tokens']:,}; "
-        f"mesh {dict(run.setup.mesh.shape)} over {jax.process_count()} process(es)")
+        f"{run.describe_data()}; mesh {dict(run.setup.mesh.shape)} over {jax.process_count()} process(es)")
     say(f"resumed from step {start}" if resumed else "starting from step 0")
 
-    iterator = iter(train_dataset(run.data, t.seq_len, t.batch_size, settings.seed))
+    iterator = run.train_batches()
     if run.data_state is not None:
         iterator.set_state(run.data_state)
     train_step = run.setup.train_step
@@ -68,7 +66,8 @@ def train(settings: Settings, prompt: str, config_json: str = "") -> dict:
             if is_eval:
                 val = run.validation(run.eval_params(state))
                 log.metrics.write(step, val)
-                say(f"step {step}: val_loss {val['val_loss']:.4f} val_ppl {val['val_ppl']:.2f}")
+                accuracy = f" val_accuracy {val['val_accuracy']:.4f}" if "val_accuracy" in val else ""
+                say(f"step {step}: val_loss {val['val_loss']:.4f} val_ppl {val['val_ppl']:.2f}{accuracy}")
             if is_save:
                 run.checkpointer.save(step, state, iterator.get_state())
             log.restart_clock(step)
@@ -78,5 +77,6 @@ def train(settings: Settings, prompt: str, config_json: str = "") -> dict:
     run.state = state
     params = run.eval_params(state)
     final = run.validation(params)
-    say(f"sample: {Sampler(run.setup, params, run.data, settings).complete(prompt)}")
+    if run.data is not None:  # a synthetic task has no text to sample
+        say(f"sample: {Sampler(run.setup, params, run.data, settings).complete(prompt)}")
     return final

@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
@@ -50,17 +51,24 @@ class TrainState(NamedTuple):
     ema_params: Any  # EMA of params (train.ema_decay > 0), else None
 
 
-def smoothed_cross_entropy(logits: jax.Array, targets: jax.Array, label_smoothing: float):
+def smoothed_cross_entropy(logits: jax.Array, targets: jax.Array, label_smoothing: float,
+                           loss_mask: jax.Array | None = None):
     """Returns (objective, nll), both means over tokens. With α = label_smoothing and targets
     q = (1 − α)·onehot + α/V (as `optax.smooth_labels`), without building the one-hot:
         objective = (1 − α)·nll + α·(logsumexp(logits) − mean_v logits_v).
-    nll is the plain cross-entropy, comparable with val_loss."""
+    nll is the plain cross-entropy, comparable with val_loss. With `loss_mask` m (a synthetic
+    task's answer positions), the means are Σ m·x / max(Σ m, 1): only the masked tokens count."""
     logits = logits.astype(jnp.float32)
     nll = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+    if loss_mask is None:
+        mean = jnp.mean
+    else:
+        def mean(x):
+            return jnp.sum(x * loss_mask) / jnp.maximum(jnp.sum(loss_mask), 1.0)
     if label_smoothing == 0:
-        return nll.mean(), nll.mean()
+        return mean(nll), mean(nll)
     uniform = jax.nn.logsumexp(logits, axis=-1) - logits.mean(axis=-1)
-    return ((1 - label_smoothing) * nll + label_smoothing * uniform).mean(), nll.mean()
+    return mean((1 - label_smoothing) * nll + label_smoothing * uniform), mean(nll)
 
 
 def split_micro_batches(batch: dict, num_micro: int, sharding: NamedSharding | None = None) -> dict:
@@ -82,7 +90,8 @@ def split_micro_batches(batch: dict, num_micro: int, sharding: NamedSharding | N
 def accumulate_gradients(loss_fn: Callable, params, batch: dict, num_micro: int,
                          batch_sharding: NamedSharding | None = None):
     """Mean of (objective, aux, ∇objective) over `num_micro` equal micro-batches; with a
-    token-mean loss this equals the full-batch value. `loss_fn(params, micro) → (objective, aux)`,
+    token-mean loss this equals the full-batch value (with a loss mask, when every micro-batch
+    holds as many masked tokens: the synthetic tasks have a fixed number of answers per row). `loss_fn(params, micro) → (objective, aux)`,
     aux a pytree of float arrays (here (nll, the model's routing metrics))."""
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
@@ -128,7 +137,7 @@ def make_step_phases(graphdef: nnx.GraphDef, tx: optax.GradientTransformationExt
         # The model's aux_loss (router load balancing; 0 without a learned router) joins the objective.
         logits, model_aux = nnx.merge(graphdef, cast_weights(params, compute_dtype, cast_mask)).forward_with_aux(
             micro["inputs"])
-        objective, nll = smoothed_cross_entropy(logits, micro["targets"], label_smoothing)
+        objective, nll = smoothed_cross_entropy(logits, micro["targets"], label_smoothing, micro.get("loss_mask"))
         return objective + model_aux["aux_loss"], (nll, routing_metrics(model_aux))
 
     def gradients(params, batch):
@@ -181,15 +190,21 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformationExtr
 
 def make_eval_step(graphdef: nnx.GraphDef, param_shardings=None, batch_sharding: NamedSharding | None = None,
                    compute_dtype=None, cast_mask=None):
-    """jitted eval_step(params, batch) → summed token NLL, the parameters of `cast_mask` cast to
-    `compute_dtype` (None: as stored); with shardings, placed explicitly (params in device
-    memory, the batch as `batch_sharding`, the sum replicated)."""
+    """jitted eval_step(params, batch) → {"nll", "count", "correct"}, each float32 [N]: per position
+    n, summed over the batch's rows, the token NLL, the number of counted targets and how many
+    of them are the argmax — counted targets are all of them, or those of `batch["loss_mask"]`.
+    The parameters of `cast_mask` are cast to `compute_dtype` (None: as stored); with shardings,
+    placed explicitly (params in device memory, the batch as `batch_sharding`, sums replicated)."""
 
-    def eval_step(params, batch) -> jax.Array:
+    def eval_step(params, batch) -> dict:
         if compute_dtype is not None:
             params = cast_weights(params, compute_dtype, cast_mask)
         logits = nnx.merge(graphdef, params)(batch["inputs"])
-        return optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"]).sum()
+        nll = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
+        mask = batch.get("loss_mask", jnp.ones_like(nll))
+        correct = (jnp.argmax(logits, axis=-1) == batch["targets"]).astype(jnp.float32)
+        return {"nll": jnp.sum(nll * mask, axis=0), "count": jnp.sum(mask, axis=0),
+                "correct": jnp.sum(correct * mask, axis=0)}
 
     if param_shardings is None:
         return jax.jit(eval_step)
@@ -197,12 +212,38 @@ def make_eval_step(graphdef: nnx.GraphDef, param_shardings=None, batch_sharding:
                    out_shardings=batch_sharding.update(spec=PartitionSpec()))
 
 
-def evaluate(step_for_rows: Callable[[int], Callable], params, batches: Iterable[dict]) -> dict:
-    """Token-weighted mean loss over `batches` (consumed one at a time, so an iterator keeps one on
-    the device), and its perplexity. `step_for_rows(rows)`: the eval step for batches of that size."""
-    total, count = 0.0, 0
+def bucket_sums(per_position: np.ndarray, buckets: int) -> np.ndarray:
+    """[N] → [buckets]: position n goes to bucket ⌊n · buckets / N⌋ (equal buckets when N divides)."""
+    n = per_position.shape[0]
+    return np.bincount(np.arange(n) * buckets // n, weights=per_position, minlength=buckets)
+
+
+def ratio(num: float, den: float) -> float | None:
+    return float(num / den) if den > 0 else None
+
+
+def evaluate(step_for_rows: Callable[[int], Callable], params, batches: Iterable[dict],
+             position_buckets: int = 0) -> dict:
+    """Mean loss over the counted targets of `batches` (consumed one at a time, so an iterator keeps
+    one on the device) and its perplexity; with a loss mask also `val_accuracy` (argmax = target
+    on the answers). `step_for_rows(rows)`: the eval step for batches of that size. With
+    `position_buckets` = P (all batches one length N): `by_position`, the same per bucket of N/P
+    positions (null where a bucket counts no target; `accuracy` with a loss mask only)."""
+    sums, masked = None, False
     for b in batches:
-        total += float(step_for_rows(b["inputs"].shape[0])(params, b))
-        count += b["targets"].size
-    val_loss = total / count
-    return {"val_loss": val_loss, "val_ppl": float(jnp.exp(val_loss))}
+        masked = masked or "loss_mask" in b
+        out = {k: np.asarray(v, np.float64) for k, v in step_for_rows(b["inputs"].shape[0])(params, b).items()}
+        sums = out if sums is None else {k: sums[k] + out[k] for k in sums}
+    val_loss = float(sums["nll"].sum() / sums["count"].sum())
+    result = {"val_loss": val_loss, "val_ppl": float(np.exp(val_loss))}
+    if masked:
+        result["val_accuracy"] = float(sums["correct"].sum() / sums["count"].sum())
+    if position_buckets:
+        nll, count, correct = (bucket_sums(sums[k], position_buckets) for k in ("nll", "count", "correct"))
+        n = sums["nll"].shape[0]
+        result["by_position"] = {
+            "bucket_start": [-(-i * n // position_buckets) for i in range(position_buckets)],
+            "targets": [int(c) for c in count], "loss": [ratio(a, c) for a, c in zip(nll, count)]}
+        if masked:
+            result["by_position"]["accuracy"] = [ratio(a, c) for a, c in zip(correct, count)]
+    return result
