@@ -54,6 +54,14 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.min_chars = 16  # documents shorter than this after cleaning are dropped
     c.data.on_error = "raise"  # raise | skip: a bad line stops prepare, or is skipped and counted
     c.data.workers = 0  # tokenising processes; 0 = all cores, 1 = no extra process
+    c.data.synthetic = ""  # "" = the corpus | mqar | passkey: a generated recall task instead (docs/long_context.md)
+    c.data.mqar = ml_collections.ConfigDict()  # multi-query associative recall (muse_jax/data/synthetic.py)
+    c.data.mqar.num_pairs = 8  # key-value pairs at the start of each sequence, each asked once later
+    c.data.mqar.vocab_size = 128  # model vocabulary: token 0 blank, keys 1..K, values K+1..2K, K = (vocab_size-1)//2
+    c.data.passkey = ml_collections.ConfigDict()  # passkey retrieval: a number hidden in random filler
+    c.data.passkey.digits = 5  # digits of the passkey (the answer tokens)
+    c.data.passkey.depth = -1.0  # where the key sits in the filler, 0 = start .. 1 = end; -1 = uniform per sequence
+    c.data.passkey.vocab_size = 64  # model vocabulary: 1..10 digits, 11/12 markers, 13.. filler
 
     c.train = ml_collections.ConfigDict()
     c.train.steps = 600  # optimizer steps
@@ -128,6 +136,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.optim.tsp.grad_cv_threshold = 0.3  # same for the raw grad norm
     c.optim.tsp.epsilon = 0.1  # probability of a random city at a decision (seeded from `seed`)
     c.optim.tsp.min_dwell = 50  # optimizer steps in a city before it may move
+
+    c.eval = ml_collections.ConfigDict()  # --mode=eval (docs/long_context.md)
+    c.eval.seq_len = 0  # window evaluated; 0 = train.seq_len; longer = length extrapolation, the same tokens
+    c.eval.position_buckets = 16  # the eval JSON's loss (and answer accuracy) by position: this many equal buckets
 
     c.sample = ml_collections.ConfigDict()
     c.sample.max_new_tokens = 48  # --mode=generate, --mode=chat (per reply), the end-of-training sample

@@ -92,6 +92,9 @@ def main(argv: list[str]) -> None:
         print(f"note: {note}", file=sys.stderr)
     if _MODE.value in READS_CHECKPOINTS:
         check_same_run(settings.workdir, cfg.to_json())
+    if settings.data.synthetic.enabled and (eval_file is not None or _MODE.value in ("generate", "chat", "prepare")):
+        what = "--eval_file" if eval_file is not None else f"--mode={_MODE.value}"
+        fail(f"{what} needs the text corpus; data.synthetic={settings.data.synthetic.task!r} is a generated task")
     if _MODE.value == "prepare":  # data only: JAX is never imported
         from muse_jax.data.prepared import run_prepare
 

@@ -26,17 +26,20 @@ def setup_for(tiny_config, chunk_tokens: int, vocab: int = VOCAB) -> TrainSetup:
     return TrainSetup(Settings.from_config(tiny_config), vocab)
 
 
-def test_chunked_cross_entropy_equals_the_whole_on_a_plain_head():
-    """A linear head, 3 rows × 11 positions in slices of 2 positions (5 scanned, 1 left over)."""
+@pytest.mark.parametrize("masked", [False, True])
+def test_chunked_cross_entropy_equals_the_whole_on_a_plain_head(masked):
+    """A linear head, 3 rows × 11 positions in slices of 2 positions (5 scanned, 1 left over);
+    with a loss mask (a synthetic task's answers) the same masked mean."""
     h = jax.random.normal(jax.random.key(0), (3, 11, 8))
     table = jax.random.normal(jax.random.key(1), (VOCAB, 8))
     targets = jax.random.randint(jax.random.key(2), (3, 11), 0, VOCAB)
+    mask = (jax.random.uniform(jax.random.key(3), (3, 11)) < 0.3).astype(jnp.float32) if masked else None
 
     def whole(table, h):
-        return smoothed_cross_entropy(h @ table.T, targets, 0.2)
+        return smoothed_cross_entropy(h @ table.T, targets, 0.2, mask)
 
     def chunked(table, h):
-        return chunked_cross_entropy(lambda p, x: x @ p["e"].T, {"e": table}, h, targets, 6, 0.2)
+        return chunked_cross_entropy(lambda p, x: x @ p["e"].T, {"e": table}, h, targets, 6, 0.2, mask)
 
     np.testing.assert_allclose(jax.jit(chunked)(table, h), jax.jit(whole)(table, h), rtol=1e-6)
     g_whole = jax.jit(jax.grad(lambda *a: whole(*a)[0], argnums=(0, 1)))(table, h)

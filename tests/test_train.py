@@ -8,7 +8,7 @@ import pytest
 from muse_jax.data.errors import DataError
 from muse_jax.settings import Settings
 from muse_jax.train.errors import NoCheckpoint
-from muse_jax.modes import train as train_mode
+from muse_jax.train import run as run_module
 from muse_jax.modes.train import train
 from muse_jax.train.metrics import DelayedLog
 from muse_jax.modes.generate import generate_from_checkpoint
@@ -69,11 +69,11 @@ def test_metrics_rows_and_resume_is_exact(tiny_config, monkeypatch, capsys):
     assert any("val_loss" in r for r in rows)
 
     # Killed after 6 steps (last checkpoint at 4), then the same command again: resumes at 4.
-    original = train_mode.train_dataset
-    monkeypatch.setattr(train_mode, "train_dataset", interrupt_after(6, original))
+    original = run_module.train_dataset
+    monkeypatch.setattr(run_module, "train_dataset", interrupt_after(6, original))
     with pytest.raises(Interrupt):
         train(Settings.from_config(tiny_config), "日本", tiny_config.to_json())
-    monkeypatch.setattr(train_mode, "train_dataset", original)
+    monkeypatch.setattr(run_module, "train_dataset", original)
     assert max(losses(tiny_config.workdir)) > 4  # rows past the last checkpoint, to be re-logged
     train(Settings.from_config(tiny_config), "日本", tiny_config.to_json())
     assert "resumed from step 4" in capsys.readouterr().out

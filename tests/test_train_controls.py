@@ -18,7 +18,7 @@ from muse_jax.train.optimizer import build_optimizer, optimizer_metrics
 from muse_jax.train.loss import smoothed_cross_entropy
 from muse_jax.train.step import accumulate_gradients, ema_update, make_train_step
 from muse_jax.settings import ConfigError, ModelSettings, OptimSettings, Settings, TrainSettings
-from muse_jax.modes import train as train_mode
+from muse_jax.train import run as run_module
 from muse_jax.modes.train import train
 
 
@@ -144,11 +144,11 @@ def test_accumulated_run_with_every_control_resumes_exactly(tiny_config, monkeyp
     assert all(np.isfinite(expected[step]["loss"]) for step in range(1, 9))
     assert "val_loss" in expected[4] and "val_loss" in expected[8]
 
-    original = train_mode.train_dataset
-    monkeypatch.setattr(train_mode, "train_dataset", interrupt_after(6, original))
+    original = run_module.train_dataset
+    monkeypatch.setattr(run_module, "train_dataset", interrupt_after(6, original))
     with pytest.raises(Interrupt):
         train(Settings.from_config(tiny_config), "日本")
-    monkeypatch.setattr(train_mode, "train_dataset", original)
+    monkeypatch.setattr(run_module, "train_dataset", original)
     train(Settings.from_config(tiny_config), "日本")
     assert "resumed from step 4" in capsys.readouterr().out
     assert metric_rows(tiny_config.workdir) == expected  # losses, norms, lr, city, EMA val_loss

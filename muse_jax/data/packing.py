@@ -14,7 +14,6 @@ to back needs no padding and no separator.
 from __future__ import annotations
 
 import copy
-import itertools
 from typing import Any, Iterator
 
 import grain
@@ -22,7 +21,7 @@ import numpy as np
 
 from muse_jax.data.errors import DataError
 
-__all__ = ["PackedWindowsIterDataset", "to_batch", "eval_batches", "window_batches"]
+__all__ = ["PackedWindowsIterDataset", "to_batch", "eval_batches", "eval_window_tokens", "window_batches"]
 
 
 def to_batch(windows) -> dict[str, np.ndarray]:
@@ -109,6 +108,17 @@ def eval_batches(
     Raises:
       DataError: ``tokens`` shorter than seq_len + 1 (no window at all).
     """
+    covered = eval_window_tokens(tokens, seq_len, batch_size, max_batches)
+    return list(window_batches(covered, seq_len, min(batch_size, (len(covered) - 1) // seq_len)))
+
+
+def eval_window_tokens(tokens: np.ndarray, seq_len: int, batch_size: int, max_batches: int) -> np.ndarray:
+    """The start of ``tokens`` that :func:`eval_batches` covers: its windows' tokens, each target
+    once (window_batches of it with ``batch_size`` rows are those batches).
+
+    Raises:
+      DataError: ``tokens`` shorter than seq_len + 1 (no window at all).
+    """
     tokens = np.asarray(tokens)
     if seq_len < 1 or batch_size < 1 or max_batches < 1:
         raise ValueError(f"seq_len, batch_size and max_batches must be positive, "
@@ -118,7 +128,8 @@ def eval_batches(
                         f"of seq_len + 1 = {seq_len + 1} tokens")
     num_windows = (len(tokens) - 1) // seq_len
     rows = min(batch_size, num_windows)
-    return list(itertools.islice(window_batches(tokens, seq_len, rows), min(max_batches, num_windows // rows)))
+    used = min(max_batches, num_windows // rows) * rows
+    return tokens[: used * seq_len + 1]
 
 
 def window_batches(tokens: np.ndarray, seq_len: int, batch_size: int) -> Iterator[dict[str, np.ndarray]]:

@@ -6,7 +6,6 @@ takes part in Orbax's sharded checkpoint saves.
 
 import jax
 
-from muse_jax.data.mixture import train_dataset
 from muse_jax.model.param_count import describe_parameter_counts, parameter_counts
 from muse_jax.modes.generate import Sampler
 from muse_jax.settings import Settings
@@ -32,14 +31,13 @@ def train(settings: Settings, prompt: str, config_json: str = "") -> dict:
         record_start(run.workdir, start, config_json)
     param_counts = parameter_counts(settings.model, run.vocab_size)
     say(f"model {settings.model.kind}: {describe_parameter_counts(param_counts)}; vocab {run.vocab_size}; "
-        f"train tokens {run.data.meta['train_tokens']:,}, val tokens {run.data.meta['val_tokens']:,}; "
-        f"mesh {dict(run.setup.mesh.shape)} over {jax.process_count()} process(es)")
+        f"{run.describe_data()}; mesh {dict(run.setup.mesh.shape)} over {jax.process_count()} process(es)")
     say(f"resumed from step {start}" if resumed else "starting from step 0")
     if start >= t.steps:
         say(f"nothing to train: the latest checkpoint is at step {start} and train.steps is {t.steps} "
             "(raise train.steps to train further); sampling only")
 
-    iterator = iter(train_dataset(run.data, t.seq_len, t.batch_size, settings.seed))
+    iterator = run.train_batches()
     if run.data_state is not None:
         iterator.set_state(run.data_state)
     train_step = run.setup.train_step
@@ -70,7 +68,8 @@ def train(settings: Settings, prompt: str, config_json: str = "") -> dict:
             if is_eval:
                 val = run.validation(run.eval_params(state))
                 log.metrics.write(step, val)
-                say(f"step {step}: val_loss {val['val_loss']:.4f} val_ppl {val['val_ppl']:.2f}")
+                accuracy = f" val_accuracy {val['val_accuracy']:.4f}" if "val_accuracy" in val else ""
+                say(f"step {step}: val_loss {val['val_loss']:.4f} val_ppl {val['val_ppl']:.2f}{accuracy}")
             if is_save:
                 run.checkpointer.save(step, state, iterator.get_state())
             log.restart_clock(step)
@@ -80,5 +79,6 @@ def train(settings: Settings, prompt: str, config_json: str = "") -> dict:
     run.state = state
     params = run.eval_params(state)
     final = run.validation(params)
-    say(f"sample: {Sampler(run.setup, params, run.data, settings).complete(prompt)}")
+    if run.data is not None:  # a synthetic task has no text to sample
+        say(f"sample: {Sampler(run.setup, params, run.data, settings).complete(prompt)}")
     return final

@@ -4,7 +4,8 @@
                                                             ├─ model: ModelSettings (bk: BKSettings)
                                                             ├─ train: TrainSettings (precision included)
                                                             ├─ optim: OptimSettings (adamw, symplectic, …)
-                                                            ├─ mesh, hardware, data, sample
+                                                            ├─ mesh, hardware, data (synthetic), sample
+                                                            ├─ eval: EvalSettings (--mode=eval's window)
 
 `python -m muse_jax.main` builds it once; every module below takes settings, never a ConfigDict,
 and `ConfigError` (one line naming the key, exit 2) is raised only here. Settings never import
@@ -15,14 +16,17 @@ import dataclasses
 
 from muse_jax.settings.core import ConfigError, UnsupportedBackend, require
 from muse_jax.settings.data import DataSettings
+from muse_jax.settings.evaluation import EvalSettings
 from muse_jax.settings.mesh import HardwareSettings, MeshSettings
 from muse_jax.settings.model import BKSettings, ModelSettings
 from muse_jax.settings.optim import OptimSettings
 from muse_jax.settings.sample import SampleSettings
+from muse_jax.settings.synthetic import SyntheticSettings
 from muse_jax.settings.train import TrainSettings
 
-__all__ = ["BKSettings", "ConfigError", "DataSettings", "HardwareSettings", "MeshSettings", "ModelSettings",
-           "OptimSettings", "SampleSettings", "Settings", "TrainSettings", "UnsupportedBackend"]
+__all__ = ["BKSettings", "ConfigError", "DataSettings", "EvalSettings", "HardwareSettings", "MeshSettings",
+           "ModelSettings", "OptimSettings", "SampleSettings", "Settings", "SyntheticSettings", "TrainSettings",
+           "UnsupportedBackend"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +40,7 @@ class Settings:
     hardware: HardwareSettings
     data: DataSettings
     sample: SampleSettings
+    eval: EvalSettings
     notes: tuple[str, ...] = ()  # one line each, for the user: values adjusted to the run (printed by main)
 
     @classmethod
@@ -45,7 +50,11 @@ class Settings:
         require(bool(workdir), "workdir must be a directory path, got ''")
         train = TrainSettings.from_config(cfg.train)
         optim, note = OptimSettings.from_config(cfg.optim).fitted_to_run(train.steps)
-        return cls(workdir=workdir, seed=int(cfg.seed), model=ModelSettings.from_config(cfg.model), train=train,
-                   optim=optim, mesh=MeshSettings.from_config(cfg.mesh),
-                   hardware=HardwareSettings.from_config(cfg.hardware), data=DataSettings.from_config(cfg.data),
-                   sample=SampleSettings.from_config(cfg.sample), notes=(note,) if note else ())
+        s = cls(workdir=workdir, seed=int(cfg.seed), model=ModelSettings.from_config(cfg.model), train=train,
+                optim=optim, mesh=MeshSettings.from_config(cfg.mesh),
+                hardware=HardwareSettings.from_config(cfg.hardware), data=DataSettings.from_config(cfg.data),
+                sample=SampleSettings.from_config(cfg.sample), eval=EvalSettings.from_config(cfg.eval, train.seq_len),
+                notes=(note,) if note else ())
+        s.data.synthetic.check_length(s.train.seq_len, "train.seq_len")
+        s.data.synthetic.check_length(s.eval.seq_len, "eval.seq_len")
+        return s

@@ -6,6 +6,7 @@ import dataclasses
 import os
 
 from muse_jax.settings.core import ConfigError
+from muse_jax.settings.synthetic import SyntheticSettings
 
 CACHE_DIR_ENV = "MUSE_JAX_CACHE_DIR"  # overrides the user cache dir for data.cache_dir = ""
 MIN_VOCAB_SIZE = 300  # SentencePiece pieces: the reserved ones plus room for real pieces (data/tokenizer.py)
@@ -42,6 +43,7 @@ class DataSettings:
     min_chars: int
     on_error: str
     workers: int  # tokenising processes; 1 = in the calling process
+    synthetic: SyntheticSettings  # a generated task instead of the corpus (task "" = the corpus)
 
     @classmethod
     def from_config(cls, data) -> "DataSettings":
@@ -58,6 +60,7 @@ class DataSettings:
             min_chars=int(data.min_chars),
             on_error=str(data.on_error),
             workers=int(data.workers) or available_cores(),
+            synthetic=SyntheticSettings.from_config(data),
         )
         s.check()
         return s
@@ -65,7 +68,7 @@ class DataSettings:
     def check(self) -> None:
         """ConfigError naming every bad `data.*` value."""
         problems = []
-        if not self.manifest and not self.source_files:
+        if not self.manifest and not self.source_files and not self.synthetic.enabled:
             problems.append("data.manifest or data.sources must name the corpus")
         if not 0.0 <= self.val_fraction < 1.0:
             problems.append(f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
@@ -81,3 +84,9 @@ class DataSettings:
             problems.append(f"data.workers must be >= 0 (0 = all cores), got {self.workers}")
         if problems:
             raise ConfigError("; ".join(problems))
+
+    @property
+    def model_vocab_size(self) -> int:
+        """The vocabulary a model is built for before any data is opened: the synthetic task's, else
+        `data.vocab_size` (the tokenizer a run would train)."""
+        return self.synthetic.vocab_size if self.synthetic.enabled else self.vocab_size

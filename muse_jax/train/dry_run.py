@@ -136,7 +136,7 @@ def largest_fitting_batch(setup: TrainSetup, seq_len: int, budget: int, micro: i
 
 def dry_run(settings: Settings) -> dict:
     """Compile, measure, print, write `workdir/dry_run.json`; exit status 1 if it does not fit."""
-    vocab = settings.data.vocab_size  # the tokenizer a run would train
+    vocab = settings.data.model_vocab_size  # the tokenizer a run would train, or the synthetic task's
     t = settings.train
     batch, seq_len, micro = t.batch_size, t.seq_len, t.grad_accum_steps
     budget = int(settings.hardware.device_memory_gb * GIB)

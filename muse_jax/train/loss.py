@@ -33,28 +33,34 @@ def token_losses(logits: jax.Array, targets: jax.Array, label_smoothing: float):
     return (1 - label_smoothing) * nll + label_smoothing * uniform, nll
 
 
-def smoothed_cross_entropy(logits: jax.Array, targets: jax.Array, label_smoothing: float):
-    """(objective, nll) of `token_losses`, both means over tokens."""
+def smoothed_cross_entropy(logits: jax.Array, targets: jax.Array, label_smoothing: float,
+                           loss_mask: jax.Array | None = None):
+    """(objective, nll) of `token_losses`, both means over tokens; with `loss_mask` m (a synthetic
+    task's answer positions) the means are Σ m·x / max(Σ m, 1): only the masked tokens count."""
     objective, nll = token_losses(logits, targets, label_smoothing)
-    return objective.mean(), nll.mean()
+    if loss_mask is None:
+        return objective.mean(), nll.mean()
+    count = jnp.maximum(jnp.sum(loss_mask), 1.0)
+    return jnp.sum(objective * loss_mask) / count, jnp.sum(nll * loss_mask) / count
 
 
 def chunked_cross_entropy(readout, head_params, h: jax.Array, targets: jax.Array, chunk_tokens: int,
-                          label_smoothing: float):
-    """`smoothed_cross_entropy(readout(head_params, h), targets, label_smoothing)` without the
-    whole logits: h [B, N, D], targets int [B, N]; slices of w = max(1, ⌊chunk_tokens / B⌋)
+                          label_smoothing: float, loss_mask: jax.Array | None = None):
+    """`smoothed_cross_entropy(readout(head_params, h), targets, label_smoothing, loss_mask)`
+    without the whole logits: h [B, N, D], targets int [B, N]; slices of w = max(1, ⌊chunk_tokens / B⌋)
     positions, ⌊N / w⌋ of them scanned and the N mod w left as one more (module docstring)."""
     rows, n = targets.shape
+    weights = jnp.ones(targets.shape, jnp.float32) if loss_mask is None else loss_mask.astype(jnp.float32)
     width = max(1, chunk_tokens // rows)
     scanned, rest = divmod(n, width)
     dtypes = jax.tree.map(lambda x: x.dtype, head_params)
     wide = jax.tree.map(lambda x: x.astype(jnp.float32) if jnp.issubdtype(x.dtype, jnp.floating) else x, head_params)
 
     @functools.partial(jax.checkpoint, prevent_cse=False)
-    def slice_sums(wide, h_slice, t_slice):
+    def slice_sums(wide, h_slice, t_slice, w_slice):
         params = jax.tree.map(lambda x, dtype: x.astype(dtype), wide, dtypes)  # exact: a float32 round trip
         objective, nll = token_losses(readout(params, h_slice), t_slice, label_smoothing)
-        return objective.sum(), nll.sum()
+        return jnp.sum(objective * w_slice), jnp.sum(nll * w_slice)
 
     def add(total, slice_):
         return jax.tree.map(jnp.add, total, slice_sums(wide, *slice_))
@@ -64,8 +70,10 @@ def chunked_cross_entropy(readout, head_params, h: jax.Array, targets: jax.Array
 
     total = (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32))
     if scanned:
-        total, _ = jax.lax.scan(lambda acc, s: (add(acc, s), None), total, (by_slice(h), by_slice(targets)))
+        total, _ = jax.lax.scan(lambda acc, s: (add(acc, s), None), total,
+                                (by_slice(h), by_slice(targets), by_slice(weights)))
     if rest:
-        total = add(total, (h[:, scanned * width:], targets[:, scanned * width:]))
+        total = add(total, (h[:, scanned * width:], targets[:, scanned * width:], weights[:, scanned * width:]))
     objective, nll = total
-    return objective / (rows * n), nll / (rows * n)
+    count = float(rows * n) if loss_mask is None else jnp.maximum(jnp.sum(weights), 1.0)
+    return objective / count, nll / count

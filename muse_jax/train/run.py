@@ -12,9 +12,11 @@ import jax
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from muse_jax.data.mixture import validation_tokens
-from muse_jax.data.packing import eval_batches, window_batches
+from muse_jax.data.errors import DataError
+from muse_jax.data.mixture import train_dataset, validation_tokens
+from muse_jax.data.packing import eval_window_tokens, window_batches
 from muse_jax.data.prepared import PreparedData, prepared_for_training
+from muse_jax.data.synthetic import SyntheticTask
 from muse_jax.model.lm import build_model
 from muse_jax.settings import DataSettings, Settings
 from muse_jax.train.checkpoint import Checkpointer
@@ -31,7 +33,7 @@ def check_before_work(settings: Settings) -> None:
     batch splits over them, every parameter has an optimizer group."""
     initialize_distributed()  # before JAX touches a device
     settings.mesh.check_batch(settings.train.batch_size, jax.device_count())
-    model = nnx.eval_shape(lambda: build_model(settings, settings.data.vocab_size, nnx.Rngs(0)))
+    model = nnx.eval_shape(lambda: build_model(settings, settings.data.model_vocab_size, nnx.Rngs(0)))
     parameter_groups(settings.optim, model)
 
 
@@ -50,23 +52,46 @@ def checkpoints_dir(settings: Settings) -> str:
 
 
 class Run:
-    """What training and evaluation need, built once from the settings: data, model, optimizer,
-    mesh, checkpoints. The state exists after `restore_latest()`: restored from the latest
-    checkpoint, or created."""
+    """What training and evaluation need, built once from the settings: data (the prepared corpus,
+    or a synthetic task: `data.synthetic`), model, optimizer, mesh, checkpoints. The state exists
+    after `restore_latest()`: restored from the latest checkpoint, or created."""
 
     def __init__(self, settings: Settings):
         check_before_work(settings)
         self.settings = settings
         self.workdir = settings.workdir
         os.makedirs(self.workdir, exist_ok=True)
-        self.data: PreparedData = prepared_once(settings.data)
-        self.vocab_size = self.data.vocab_size
-        t = settings.train  # validation reads only the tokens its batches use, once
-        self.val_tokens = validation_tokens(self.data, t.eval_batches * t.batch_size * t.seq_len + 1)
+        t = settings.train
+        if settings.data.synthetic.enabled:
+            self.task: SyntheticTask | None = SyntheticTask(settings.data.synthetic)
+            self.data: PreparedData | None = None
+            self.vocab_size = self.task.vocab_size
+            self.val_tokens = None
+        else:
+            self.task = None
+            self.data = prepared_once(settings.data)
+            self.vocab_size = self.data.vocab_size
+            # validation: the tokens of train.eval_batches batches of train.seq_len windows, read once
+            self.val_tokens = eval_window_tokens(
+                validation_tokens(self.data, t.eval_batches * t.batch_size * t.seq_len + 1),
+                t.seq_len, t.batch_size, t.eval_batches)
         self.setup = TrainSetup(settings, self.vocab_size)
         self.checkpointer = Checkpointer(checkpoints_dir(settings), t.keep_checkpoints)
         self.state: TrainState | None = None
         self.data_state = None
+
+    def describe_data(self) -> str:
+        if self.task is not None:
+            return self.task.describe()
+        return f"train tokens {self.data.meta['train_tokens']:,}, val tokens {self.data.meta['val_tokens']:,}"
+
+    def train_batches(self):
+        """The training stream (an iterator with get_state / set_state): packed corpus windows or
+        the synthetic task's batches, in the order of `seed`."""
+        t = self.settings.train
+        if self.task is not None:
+            return self.task.train_batches(t.seq_len, t.batch_size, self.settings.seed)
+        return iter(train_dataset(self.data, t.seq_len, t.batch_size, self.settings.seed))
 
     def restore_latest(self) -> bool:
         """The state from the latest checkpoint, onto this run's mesh (True), or a new one (False)."""
@@ -82,15 +107,25 @@ class Run:
         memory (a copy when train.offload_params keeps them on the host)."""
         return self.setup.on_device(state.ema_params if self.settings.train.eval_use_ema else state.params)
 
-    def validation(self, params, tokens=None, seq_len: int | None = None) -> dict:
-        """Mean loss on the validation split (train.eval_batches batches), or on every window of
-        `tokens` (of seq_len + 1 tokens; default train.seq_len + 1)."""
+    def validation(self, params, tokens=None, seq_len: int | None = None, position_buckets: int = 0,
+                   task: SyntheticTask | None = None) -> dict:
+        """Mean loss (`evaluate`) on the validation set in windows of `seq_len` (default
+        train.seq_len), or on every window of `tokens`. The validation set: the synthetic task's
+        held-out batches (train.eval_batches of them; `task` instead of the run's: the same kind
+        with other keys), or the validation tokens that train.eval_batches batches of
+        train.seq_len windows cover, cut into windows of `seq_len` — a longer window sees the same
+        targets with more context."""
         t = self.settings.train
-        if tokens is None:
-            batches = eval_batches(self.val_tokens, t.seq_len, t.batch_size, t.eval_batches)
+        seq_len = seq_len or t.seq_len
+        task = task or self.task
+        if task is not None:
+            batches = task.eval_batches(seq_len, t.batch_size, t.eval_batches)
         else:
-            batches = window_batches(tokens, seq_len or t.seq_len, t.batch_size)
-        return evaluate(self.setup.eval_step, params, (self.setup.place_batch(b) for b in batches))
+            tokens = self.val_tokens if tokens is None else tokens
+            if len(tokens) < seq_len + 1:
+                raise DataError(f"{len(tokens)} evaluation tokens, too few for one window of {seq_len} + 1")
+            batches = window_batches(tokens, seq_len, t.batch_size)
+        return evaluate(self.setup.eval_step, params, (self.setup.place_batch(b) for b in batches), position_buckets)
 
 
 def require_checkpoint(settings: Settings) -> int:

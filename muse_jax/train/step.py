@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
@@ -73,7 +74,8 @@ def split_micro_batches(batch: dict, num_micro: int, sharding: NamedSharding | N
 def accumulate_gradients(loss_fn: Callable, params, batch: dict, num_micro: int,
                          batch_sharding: NamedSharding | None = None):
     """Mean of (objective, aux, ∇objective) over `num_micro` equal micro-batches; with a
-    token-mean loss this equals the full-batch value. `loss_fn(params, micro) → (objective, aux)`,
+    token-mean loss this equals the full-batch value (with a loss mask, when every micro-batch
+    holds as many masked tokens: the synthetic tasks have a fixed number of answers per row). `loss_fn(params, micro) → (objective, aux)`,
     aux a pytree of float arrays (here (nll, the model's routing metrics))."""
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
@@ -123,10 +125,10 @@ def make_step_phases(graphdef: nnx.GraphDef, tx: optax.GradientTransformationExt
         if chunk_tokens:  # the head by slices of tokens, never the whole logits (loss.py)
             h, model_aux = model.features_with_aux(micro["inputs"])
             objective, nll = chunked_cross_entropy(*model.readout_function(), h, micro["targets"], chunk_tokens,
-                                                   label_smoothing)
+                                                   label_smoothing, micro.get("loss_mask"))
         else:
             logits, model_aux = model.forward_with_aux(micro["inputs"])
-            objective, nll = smoothed_cross_entropy(logits, micro["targets"], label_smoothing)
+            objective, nll = smoothed_cross_entropy(logits, micro["targets"], label_smoothing, micro.get("loss_mask"))
         return objective + model_aux["aux_loss"], (nll, routing_metrics(model_aux))
 
     def gradients(params, batch):
@@ -179,15 +181,21 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformationExtr
 
 def make_eval_step(graphdef: nnx.GraphDef, param_shardings=None, batch_sharding: NamedSharding | None = None,
                    compute_dtype=None, cast_mask=None):
-    """jitted eval_step(params, batch) → summed token NLL, the parameters of `cast_mask` cast to
-    `compute_dtype` (None: as stored); with shardings, placed explicitly (params in device
-    memory, the batch as `batch_sharding`, the sum replicated)."""
+    """jitted eval_step(params, batch) → {"nll", "count", "correct"}, each float32 [N]: per position
+    n, summed over the batch's rows, the token NLL, the number of counted targets and how many
+    of them are the argmax — counted targets are all of them, or those of `batch["loss_mask"]`.
+    The parameters of `cast_mask` are cast to `compute_dtype` (None: as stored); with shardings,
+    placed explicitly (params in device memory, the batch as `batch_sharding`, sums replicated)."""
 
-    def eval_step(params, batch) -> jax.Array:
+    def eval_step(params, batch) -> dict:
         if compute_dtype is not None:
             params = cast_weights(params, compute_dtype, cast_mask)
         logits = nnx.merge(graphdef, params)(batch["inputs"])
-        return optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"]).sum()
+        nll = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
+        mask = batch.get("loss_mask", jnp.ones_like(nll))
+        correct = (jnp.argmax(logits, axis=-1) == batch["targets"]).astype(jnp.float32)
+        return {"nll": jnp.sum(nll * mask, axis=0), "count": jnp.sum(mask, axis=0),
+                "correct": jnp.sum(correct * mask, axis=0)}
 
     if param_shardings is None:
         return jax.jit(eval_step)
@@ -195,12 +203,38 @@ def make_eval_step(graphdef: nnx.GraphDef, param_shardings=None, batch_sharding:
                    out_shardings=batch_sharding.update(spec=PartitionSpec()))
 
 
-def evaluate(step_for_rows: Callable[[int], Callable], params, batches: Iterable[dict]) -> dict:
-    """Token-weighted mean loss over `batches` (consumed one at a time, so an iterator keeps one on
-    the device), and its perplexity. `step_for_rows(rows)`: the eval step for batches of that size."""
-    total, count = 0.0, 0
+def bucket_sums(per_position: np.ndarray, buckets: int) -> np.ndarray:
+    """[N] → [buckets]: position n goes to bucket ⌊n · buckets / N⌋ (equal buckets when N divides)."""
+    n = per_position.shape[0]
+    return np.bincount(np.arange(n) * buckets // n, weights=per_position, minlength=buckets)
+
+
+def ratio(num: float, den: float) -> float | None:
+    return float(num / den) if den > 0 else None
+
+
+def evaluate(step_for_rows: Callable[[int], Callable], params, batches: Iterable[dict],
+             position_buckets: int = 0) -> dict:
+    """Mean loss over the counted targets of `batches` (consumed one at a time, so an iterator keeps
+    one on the device) and its perplexity; with a loss mask also `val_accuracy` (argmax = target
+    on the answers). `step_for_rows(rows)`: the eval step for batches of that size. With
+    `position_buckets` = P (all batches one length N): `by_position`, the same per bucket of N/P
+    positions (null where a bucket counts no target; `accuracy` with a loss mask only)."""
+    sums, masked = None, False
     for b in batches:
-        total += float(step_for_rows(b["inputs"].shape[0])(params, b))
-        count += b["targets"].size
-    val_loss = total / count
-    return {"val_loss": val_loss, "val_ppl": float(jnp.exp(val_loss))}
+        masked = masked or "loss_mask" in b
+        out = {k: np.asarray(v, np.float64) for k, v in step_for_rows(b["inputs"].shape[0])(params, b).items()}
+        sums = out if sums is None else {k: sums[k] + out[k] for k in sums}
+    val_loss = float(sums["nll"].sum() / sums["count"].sum())
+    result = {"val_loss": val_loss, "val_ppl": float(np.exp(val_loss))}
+    if masked:
+        result["val_accuracy"] = float(sums["correct"].sum() / sums["count"].sum())
+    if position_buckets:
+        nll, count, correct = (bucket_sums(sums[k], position_buckets) for k in ("nll", "count", "correct"))
+        n = sums["nll"].shape[0]
+        result["by_position"] = {
+            "bucket_start": [-(-i * n // position_buckets) for i in range(position_buckets)],
+            "targets": [int(c) for c in count], "loss": [ratio(a, c) for a, c in zip(nll, count)]}
+        if masked:
+            result["by_position"]["accuracy"] = [ratio(a, c) for a, c in zip(correct, count)]
+    return result

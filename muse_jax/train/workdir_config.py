@@ -30,7 +30,8 @@ MODEL_KEYS = _section_keys("model", ModelSettings, skip=("bk",)) + _section_keys
                                                                                   skip=("scan_impl",))
 # data.*: the corpus and what shapes its tokens; not workers, on_error, out_dir, cache_dir (how and where)
 DATA_KEYS = ("data.manifest", "data.sources", "data.tokenizer_path", "data.vocab_size",
-             "data.tokenizer_sample_lines", "data.val_fraction", "data.normalize_nfkc", "data.min_chars")
+             "data.tokenizer_sample_lines", "data.val_fraction", "data.normalize_nfkc", "data.min_chars",
+             "data.synthetic", "data.mqar.vocab_size", "data.passkey.vocab_size")  # a task's other keys: eval may vary them
 # what the checkpoint holds: stored weights' dtype, the EMA, the optimizer's state
 STATE_KEYS = ("train.param_dtype", "train.ema_decay", "optim.name", "optim.aligner.enabled", "optim.tsp.enabled")
 FIXED_KEYS = MODEL_KEYS + DATA_KEYS + STATE_KEYS
