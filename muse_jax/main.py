@@ -9,6 +9,7 @@ the same way: one line, exit status 2.
 
 import os
 import re
+import signal
 import sys
 
 from absl import app, flags, logging
@@ -16,7 +17,7 @@ from ml_collections import config_flags
 
 from muse_jax.data.errors import DataError
 from muse_jax.settings import ConfigError, Settings
-from muse_jax.train.errors import NoCheckpoint
+from muse_jax.train.errors import RunError, WriteError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file in configs/.", lock_config=True)
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "generate", "chat", "dry_run", "prepare"],
@@ -44,9 +45,9 @@ def parse_flags(argv: list[str]) -> list[str]:
         fail(f"unknown config key '{key}'" + (f" (did you mean '{hint.group(1)}'?)" if hint else ""))
 
 
-def fail(message: str) -> None:
+def fail(message: str, status: int = 2) -> None:
     print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(status)
 
 
 def prompt_text() -> str:
@@ -107,13 +108,30 @@ def main(argv: list[str]) -> None:
         generate_from_checkpoint(settings, prompt)
 
 
+def exit_on_sigterm(signum, frame) -> None:
+    """SIGTERM outside the train loop (which saves first, `train/preemption.py`): exit 143 through
+    Python's exception handling, so that temporary files and worker processes are cleaned up."""
+    sys.exit(128 + signum)
+
+
 def run() -> None:
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     try:
         app.run(main, flags_parser=parse_flags)
     except KeyboardInterrupt:
         sys.exit(130)
-    except (DataError, ConfigError, NoCheckpoint) as e:  # bad input data (file, line, byte), config value (key),
-        fail(str(e))                                     # or no checkpoint to read: one line
+    except (DataError, ConfigError) as e:  # bad input data (file, line, byte) or config value (key): one line
+        fail(str(e))
+    except WriteError as e:  # disk full, read-only: one line naming the path; exit at once, since
+        print(f"error: {e}", file=sys.stderr, flush=True)  # Orbax's writer threads would print pages
+        sys.stdout.flush()                                  # of tracebacks at interpreter shutdown
+        os._exit(e.exit_code)
+    except RunError as e:  # no checkpoint, diverged, workdir busy, interrupted: README "Fault tolerance"
+        fail(str(e), e.exit_code)
+    except OSError as e:  # any other file that cannot be read or written
+        if e.filename is None:
+            raise
+        fail(f"{e.filename}: {e.strerror}", 1)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ JAX, so `--mode=prepare` stays JAX-free.
 
 import dataclasses
 
-from muse_jax.settings.core import ConfigError, require
+from muse_jax.settings.core import ConfigError, require, require_finite_numbers
 from muse_jax.settings.data import DataSettings
 from muse_jax.settings.mesh import HardwareSettings, MeshSettings
 from muse_jax.settings.model import BKSettings, ModelSettings
@@ -48,4 +48,5 @@ class Settings:
                 data=DataSettings.from_config(cfg.data, workdir), sample=SampleSettings.from_config(cfg.sample))
         require(s.optim.warmup_steps < s.train.steps,
                 f"optim.warmup_steps must be in [0, train.steps), got {s.optim.warmup_steps}")
+        require_finite_numbers(cfg)  # the keys no section check has caught
         return s
