@@ -49,8 +49,11 @@ def _watch_parent(parent: int) -> None:
 
 
 def _init_worker(parent: int) -> None:
-    """Runs first in every worker: die with `parent`, ignore SIGINT (the parent handles it)."""
+    """Runs first in every worker: die with `parent`, ignore SIGINT (the parent handles it), end
+    at SIGTERM (a forked worker inherits the parent's handler, which would only raise SystemExit
+    into the pool's loop)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
         if ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
             raise OSError

@@ -58,9 +58,9 @@ def skip_bad_steps(inner: optax.GradientTransformation, max_grad_norm: float = 0
     def update(grads, state: StepGuardState, params=None, **extra_args):
         # The update is computed twice: once only to be checked (reduced to one bool, never
         # stored), once to be applied. The barrier keeps XLA from merging the two, so the applied
-        # one still fuses with the select below and is written in place (measured: the update
-        # phase of configs/dense_8gb.py keeps its bytes per parameter; a check on a stored update
-        # costs 4 more, on the new optimizer state 2 more).
+        # one still fuses with the select below and is written in place (checking the stored
+        # update, or the new inner state, keeps a second copy alive in the update phase: the
+        # memory limit of configs/dense_8gb.py, README "The 8 GB plan").
         checked = jax.lax.optimization_barrier((grads, state.inner_state, params))
         update_is_finite = all_finite(inner.update(*checked, **extra_args)[0])
         bad = is_bad_step(grads, extra_args.get("loss"), max_grad_norm) | ~update_is_finite | ~all_finite(

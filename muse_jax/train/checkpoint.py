@@ -15,9 +15,9 @@ restore.
 """
 
 import contextlib
-import logging
 import os
 import sys
+import tempfile
 from typing import Any, Callable
 
 import jax
@@ -51,22 +51,36 @@ def all_finite(tree) -> bool:
 
 
 def one_line(error: BaseException) -> str:
-    """The first line of an exception's message (Orbax's run to dozens), at most 400 characters."""
-    text = str(error).strip()
-    return f"{type(error).__name__}: {text.splitlines()[0][:400]}" if text else type(error).__name__
+    """The first line of an exception's message (Orbax's run to dozens), its middle elided past
+    400 characters (the end often holds the reason: "No space left on device")."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    if len(text) > 400:
+        text = f"{text[:200]} ... {text[-180:]}"
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 @contextlib.contextmanager
 def orbax_quiet():
-    """Orbax logs every failure of its writer threads with a traceback before raising it; the
-    caller reports the failure in one line instead."""
-    logger = logging.getLogger("absl")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
+    """Holds back what is written to stderr (file descriptor 2) during the block: written out
+    when the block succeeds, dropped when it raises. A failing Orbax save or restore prints
+    pages of tracebacks from its threads (absl logs, "Event loop is closed") before it raises;
+    the caller reports the failure in one line instead."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        failed = True
+        try:
+            yield
+            failed = False
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            if not failed:
+                held.seek(0)
+                while chunk := held.read(1 << 16):
+                    os.write(2, chunk)
 
 
 def warn(text: str) -> None:
