@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from conftest import make_tiny_config
+from tests.conftest import make_tiny_config
 from test_cli import ROOT, config_module
 
 from muse_jax.data import prepare as prepare_module

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
+from muse_jax.optim.step_guard import all_finite as finite_values
 from muse_jax.train.checksums import has_manifest, manifest_problem, write_manifest
 from muse_jax.train.errors import Diverged, NoUsableCheckpoint, WriteError
 
@@ -35,7 +36,7 @@ class NonFiniteState(Diverged):
     """The state to save holds NaN or ±inf: it is not written (exit status 3, like a divergence)."""
 
 
-_finite_leaves = jax.jit(lambda leaves: jnp.all(jnp.stack([jnp.isfinite(x).all() for x in leaves])))
+_finite = jax.jit(finite_values)
 
 
 def all_finite(tree) -> bool:
@@ -43,11 +44,10 @@ def all_finite(tree) -> bool:
     one jitted reduction; leaves offloaded to pinned host memory come to the device one at a
     time, so the check never holds an offloaded state on the device whole."""
     floats = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
-    on_device = [x for x in floats if getattr(x.sharding, "memory_kind", None) != "pinned_host"]
-    if on_device and not bool(_finite_leaves(on_device)):
-        return False
-    return all(bool(_finite_leaves([jax.device_put(x, x.sharding.with_memory_kind("device"))]))
-               for x in floats if x.sharding.memory_kind == "pinned_host")
+    offloaded = [x for x in floats if x.sharding.memory_kind == "pinned_host"]
+    on_device = [x for x in floats if x.sharding.memory_kind != "pinned_host"]
+    return bool(_finite(on_device)) and all(
+        bool(_finite(jax.device_put(x, x.sharding.with_memory_kind("device")))) for x in offloaded)
 
 
 def one_line(error: BaseException) -> str:
@@ -129,6 +129,8 @@ class Checkpointer:
                 write_manifest(self.step_dir(step))
         except Exception as e:  # disk full, read-only, quota: Orbax raises from its writer threads
             raise WriteError(f"{self.step_dir(step)}: cannot write the checkpoint ({one_line(e)})") from None
+        if jax.process_count() > 1:  # every process sees the manifest before deciding what to delete
+            multihost_utils.sync_global_devices("muse_jax: checkpoint manifest written")
         self._delete_old()
 
     def _delete_old(self) -> None:
