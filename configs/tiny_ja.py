@@ -82,7 +82,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.train.eval_every = 200
     c.train.eval_batches = 8
     c.train.checkpoint_every = 200
-    c.train.keep_checkpoints = 2
+    c.train.keep_checkpoints = 2  # the newest checkpoints kept (older verified ones are deleted, unusable ones never)
+    c.train.max_skipped_in_a_row = 20  # this many skipped optimizer steps in a row stop the run (exit 3): diverged
     c.train.profile_start = 0  # > 0: jax.profiler trace of steps profile_start.. into workdir/profile (0 = off)
     c.train.profile_steps = 5  # how many steps the trace covers
 

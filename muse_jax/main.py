@@ -10,6 +10,7 @@ its default and comment (`muse_jax/config_help.py`), exit status 0.
 
 import os
 import re
+import signal
 import sys
 
 from absl import app, flags, logging
@@ -17,7 +18,7 @@ from ml_collections import config_flags
 
 from muse_jax.data.errors import DataError
 from muse_jax.settings import ConfigError, Settings, UnsupportedBackend
-from muse_jax.train.errors import NoCheckpoint
+from muse_jax.train.errors import RunError, WriteError
 from muse_jax.train.workdir_config import WorkdirMismatch, check_same_run
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file in configs/.", lock_config=True)
@@ -54,9 +55,9 @@ def parse_flags(argv: list[str]) -> list[str]:
         fail(f"unknown config key '{key}'" + (f" (did you mean '{hint.group(1)}'?)" if hint else ""))
 
 
-def fail(message: str) -> None:
+def fail(message: str, status: int = 2) -> None:
     print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(status)
 
 
 def prompt_text() -> str:
@@ -124,14 +125,30 @@ def main(argv: list[str]) -> None:
         generate_from_checkpoint(settings, prompt)
 
 
+def exit_on_sigterm(signum, frame) -> None:
+    """SIGTERM outside the train loop (which saves first, `train/preemption.py`): exit 143 through
+    Python's exception handling, so that temporary files and worker processes are cleaned up."""
+    sys.exit(128 + signum)
+
+
 def run() -> None:
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     try:
         app.run(main, flags_parser=parse_flags)
     except KeyboardInterrupt:
         sys.exit(130)
-    except (DataError, ConfigError, UnsupportedBackend, NoCheckpoint, WorkdirMismatch) as e:  # bad input data
-        fail(str(e))  # (file, line, byte), config value (key), a value this backend cannot run (key), no checkpoint
-        #               to read, a workdir of another model: one line
+    except (DataError, ConfigError, UnsupportedBackend, WorkdirMismatch) as e:  # bad input data (file, line,
+        fail(str(e))  # byte), config value (key), a value this backend cannot run (key), a workdir of another model
+    except WriteError as e:  # disk full, read-only: one line naming the path; exit at once, since
+        print(f"error: {e}", file=sys.stderr, flush=True)  # Orbax's writer threads would print pages
+        sys.stdout.flush()                                  # of tracebacks at interpreter shutdown
+        os._exit(e.exit_code)
+    except RunError as e:  # no checkpoint, diverged, workdir busy, interrupted: README "Fault tolerance"
+        fail(str(e), e.exit_code)
+    except OSError as e:  # any other file that cannot be read or written
+        if e.filename is None:
+            raise
+        fail(f"{e.filename}: {e.strerror}", 1)
 
 
 def console_script() -> None:

@@ -47,3 +47,26 @@ def test_spikes_pass_when_the_threshold_is_off():
     tx, update = guarded_step(max_grad_norm=0.0)
     _, after = update(jnp.array([3e4, 4e4]), warm_state(tx, update), jnp.float32(2.0))
     assert int(after.skipped_steps) == 0
+
+
+def test_an_update_that_is_not_finite_is_skipped_though_the_gradient_is():
+    """A finite gradient whose update overflows (params + update would be ±inf): skipped."""
+    tx = skip_bad_steps(optax.sgd(1e38))
+    state = tx.init(PARAMS)
+    updates, after = jax.jit(lambda g, s: tx.update({"w": g}, s, PARAMS, loss=jnp.float32(1.0)))(
+        jnp.array([1e10, 0.0]), state)
+    np.testing.assert_array_equal(updates["w"], [0.0, 0.0])
+    assert int(after.skipped_steps) == 1
+
+
+def test_a_nan_in_the_optimizer_state_skips_every_step_and_never_reaches_the_params():
+    """Adam's second moment with a NaN (a corrupted checkpoint): the update it gives is NaN, so the
+    step is skipped, and so is every later one (the run stops at train.max_skipped_in_a_row)."""
+    tx, update = guarded_step()
+    state = warm_state(tx, update)
+    nu = optax.tree.get(state, "nu")
+    poisoned = optax.tree.set(state, nu={"w": nu["w"].at[0].set(jnp.nan)})
+    for _ in range(2):
+        updates, poisoned = update(jnp.array([0.3, 0.4]), poisoned, jnp.float32(2.0))
+        np.testing.assert_array_equal(updates["w"], [0.0, 0.0])
+    assert int(poisoned.skipped_steps) == 2

@@ -10,7 +10,7 @@ A JSON (``.json``) or YAML (``.yaml``/``.yml``) file::
 
 Keys of a source: ``kind`` (one of :data:`muse_jax.data.sources.KINDS`),
 ``path`` (a file or a glob, ``**`` included; relative paths are relative to
-the manifest's folder), ``weight`` (> 0, default 1: the source's share of
+the manifest's folder), ``weight`` (finite, > 0, default 1: the source's share of
 training tokens is weight / sum of weights), ``name`` (letters, digits,
 ``_.-``; default: the kind, numbered when a kind repeats) and, for kind
 ``jsonl`` only, ``field`` (the text field, default ``text``). Any other key
@@ -23,6 +23,7 @@ import collections
 import dataclasses
 import glob
 import json
+import math
 import os
 import re
 from typing import Any, Sequence
@@ -130,8 +131,8 @@ def read_manifest(path: str, check_files: bool = True) -> list[SourceSpec]:
         if not isinstance(entry.get("path"), str) or not entry["path"]:
             raise DataError(f"{where}: 'path' must be a non-empty string")
         weight = entry.get("weight", 1.0)
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
-            raise DataError(f"{where}: 'weight' must be a number > 0, got {weight!r}")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 < weight < math.inf:
+            raise DataError(f"{where}: 'weight' must be a finite number > 0, got {weight!r}")
         field = entry.get("field", "text")
         if "field" in entry and not KINDS[kind].has_field:
             raise DataError(f"{where}: 'field' is only for kind jsonl")

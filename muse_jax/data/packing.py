@@ -52,6 +52,10 @@ class _PackedWindowsIterator(grain.DatasetIterator):
     def __next__(self) -> np.ndarray:
         if self._doc is None:
             self._doc = next(self._parent)  # the parent stands at _doc_state
+            if not 0 <= self._pos < len(self._doc):  # a restored position must lie inside its document
+                raise DataError(f"the checkpoint's data position (token {self._pos} of a document of "
+                                f"{len(self._doc)} tokens) lies beyond the prepared data: the data changed "
+                                "since the checkpoint; prepare it as it was, or start a new workdir")
         pieces, need = [], self._window
         while True:
             available = len(self._doc) - self._pos

@@ -10,15 +10,21 @@ instead of hanging it.
 Workers are forked (instant) when the calling process runs nothing but its
 main thread and has not loaded JAX, and spawned otherwise: JAX's threads (as
 when training prepares its data) would be copied by ``fork`` in an unusable
-state.
+state. Workers die with the process that started them, however it ends (on
+Linux the kernel kills them, elsewhere a watchdog thread notices within a
+second), and leave SIGINT to it: Ctrl-C interrupts the calling process once.
 """
 
 from __future__ import annotations
 
 import collections
+import ctypes
 import multiprocessing
+import os
+import signal
 import sys
 import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from typing import Callable, Iterable, Iterator, TypeVar
 
@@ -31,6 +37,30 @@ R = TypeVar("R")
 def _start_method() -> str:
     safe_to_fork = threading.active_count() == 1 and "jax" not in sys.modules
     return "fork" if safe_to_fork and "fork" in multiprocessing.get_all_start_methods() else "spawn"
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
+
+
+def _init_worker(parent: int) -> None:
+    """Runs first in every worker: die with `parent`, ignore SIGINT (the parent handles it), end
+    at SIGTERM (a forked worker inherits the parent's handler, which would only raise SystemExit
+    into the pool's loop)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        if ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
+            raise OSError
+    except (OSError, AttributeError):  # not Linux
+        threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
 
 
 class WorkerPool:
@@ -47,7 +77,8 @@ class WorkerPool:
     def __enter__(self) -> "WorkerPool":
         if self.processes > 1:
             context = multiprocessing.get_context(_start_method())
-            self._executor = ProcessPoolExecutor(self.processes, mp_context=context)
+            self._executor = ProcessPoolExecutor(self.processes, mp_context=context, initializer=_init_worker,
+                                                 initargs=(os.getpid(),))
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -2,8 +2,10 @@
 
 :func:`prepare` writes into a temporary folder beside ``out_dir`` and renames
 it to ``out_dir`` only when everything is written, so an error or an
-interrupt leaves nothing behind, and an existing ``out_dir`` is replaced only
-by a complete new one. The result::
+interrupt (Ctrl-C, SIGTERM) leaves nothing behind, and an existing ``out_dir``
+is replaced only by a complete new one. The temporary folder of a prepare
+that was killed outright (SIGKILL, power loss) is removed by the next prepare
+beside it: a live one holds a lock in its folder. The result::
 
     out_dir/meta.json          what the loader needs: tokenizer, dtype, per source
                                and split: documents, tokens, shard files
@@ -26,6 +28,7 @@ per unique document.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import os
 import shutil
@@ -226,6 +229,47 @@ def _meta_and_report(settings, sources, tokenizer, shards: _SplitShards, counts,
     return meta, report
 
 
+_LOCK = ".lock"
+_UNLOCKED_GRACE_SECONDS = 60.0  # a folder without a lock file that is older than this is stale
+
+
+def _claim(tmp: str) -> int:
+    """Holds an exclusive lock in `tmp` for as long as this process lives (the fd is the lock)."""
+    fd = os.open(os.path.join(tmp, _LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def _is_stale(folder: str) -> bool:
+    """No live prepare holds its lock (a folder with no lock file: once it is a minute old)."""
+    try:
+        fd = os.open(os.path.join(folder, _LOCK), os.O_RDWR)
+    except FileNotFoundError:
+        return time.time() - os.path.getmtime(folder) > _UNLOCKED_GRACE_SECONDS
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _remove_stale(out_dir: str) -> None:
+    """Temporary folders of killed prepares of `out_dir` removed; when a kill came between the
+    two renames of `_replace`, the previous out_dir is put back first."""
+    parent, base = os.path.split(out_dir)
+    for name in sorted(os.listdir(parent)):
+        folder = os.path.join(parent, name)
+        if not name.startswith((f".{base}.tmp-", f".{base}.old-")) or not _is_stale(folder):
+            continue
+        previous = os.path.join(folder, "previous")
+        if os.path.isdir(previous) and not os.path.exists(out_dir):
+            os.rename(previous, out_dir)
+        _log(f"removing {folder}, left by an interrupted prepare")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def _check_replaceable(out_dir: str) -> None:
     if os.path.exists(out_dir) and not (
             os.path.isdir(out_dir) and (not os.listdir(out_dir)
@@ -264,10 +308,12 @@ def prepare(settings: DataSettings, out_dir: str, shard_max_tokens: int = SHARD_
     _check_replaceable(out_dir)
     os.makedirs(os.path.dirname(out_dir), exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.tmp-", dir=os.path.dirname(out_dir))
+    claim = _claim(tmp)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would make out_dir private
     try:
+        _remove_stale(out_dir)
         cleaning = CleaningSettings(settings.normalize_nfkc, settings.min_chars, settings.on_error)
         threshold = validation_threshold(settings.val_fraction)
         counts = [_SourceCounts() for _ in sources]
@@ -287,12 +333,14 @@ def prepare(settings: DataSettings, out_dir: str, shard_max_tokens: int = SHARD_
         meta, report = _meta_and_report(settings, sources, tokenizer, shards, counts, seconds)
         for name, content in ((META_FILE, meta), (REPORT_FILE, report)):
             with open(os.path.join(tmp, name), "w", encoding="utf-8") as f:
-                json.dump(content, f, ensure_ascii=False, indent=1)
+                json.dump(content, f, ensure_ascii=False, indent=1, allow_nan=False)
+        os.remove(os.path.join(tmp, _LOCK))
         _replace(tmp, out_dir)
     except DataError as e:  # a file being written is named as the user knows it: in out_dir, not in tmp
         raise DataError(str(e).replace(tmp, out_dir)) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        os.close(claim)
     _log(f"prepared {out_dir}: train {meta['train_tokens']:,} tokens, val {meta['val_tokens']:,} "
          f"tokens from {len(sources)} sources in {seconds['total']:.1f} s "
          f"({report['tokens_per_second']:,} tokens/s tokenising); report in {REPORT_FILE}")

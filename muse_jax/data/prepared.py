@@ -95,17 +95,34 @@ class PreparedData:
         return {**entry, "shards": [os.path.join(self.directory, p) for p in entry["shards"]]}
 
 
+def _no_constant(name: str):
+    raise ValueError(f"non-standard JSON number {name}")
+
+
+def _check_dtype(path: str, meta: dict) -> None:
+    """The token dtype must be an unsigned integer that holds every id of the vocabulary."""
+    vocab = meta["tokenizer"]["vocab_size"]
+    try:
+        dtype = np.dtype(meta["dtype"])
+    except TypeError:
+        raise DataError(f"{path}: dtype {meta['dtype']!r} is not a numpy dtype; run --mode=prepare again") from None
+    if dtype.kind != "u" or np.iinfo(dtype).max < vocab - 1:
+        raise DataError(f"{path}: dtype {dtype.name} cannot hold the token ids of a vocabulary of {vocab}; "
+                        "run --mode=prepare again")
+
+
 def load_prepared(directory: str, weights: dict[str, float] | None = None) -> PreparedData:
     """Opens a prepared folder; ``weights`` by source name (default: those recorded).
 
     Raises:
-      DataError: no or damaged meta.json, missing shards or tokenizer, or
-        weights that do not name exactly the prepared sources.
+      DataError: no or damaged meta.json (Infinity or NaN in it included, or a token dtype
+        that cannot hold the vocabulary), missing shards or tokenizer, or weights that do not
+        name exactly the prepared sources.
     """
     path = os.path.join(directory, META_FILE)
     try:
         with open(path, encoding="utf-8") as f:
-            meta = json.load(f)
+            meta = json.load(f, parse_constant=_no_constant)
     except FileNotFoundError:
         raise DataError(f"{directory}: no prepared data ({META_FILE} missing); "
                         "run --mode=prepare") from None
@@ -114,6 +131,7 @@ def load_prepared(directory: str, weights: dict[str, float] | None = None) -> Pr
     if meta.get("format_version") != PREPARED_FORMAT_VERSION:
         raise DataError(f"{path}: format version {meta.get('format_version')}, this code reads "
                         f"{PREPARED_FORMAT_VERSION}; run --mode=prepare again")
+    _check_dtype(path, meta)
     names = [s["name"] for s in meta["sources"]]
     if weights is None:
         weights = {s["name"]: s["weight"] for s in meta["sources"]}

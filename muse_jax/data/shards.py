@@ -20,7 +20,9 @@ from typing import Sequence
 import numpy as np
 from array_record.python.array_record_module import ArrayRecordWriter
 
-__all__ = ["SHARD_MAX_TOKENS", "ShardWriter", "record_ids", "read_records"]
+from muse_jax.data.errors import DataError
+
+__all__ = ["SHARD_MAX_TOKENS", "ShardRecords", "ShardWriter", "record_ids", "read_records"]
 
 SHARD_MAX_TOKENS = 64 * 2**20
 # Uncompressed: a third of snappy's CPU time to write (snappy would save ~20 % of
@@ -67,8 +69,43 @@ def record_ids(record: bytes, dtype: np.dtype) -> np.ndarray:
     return np.frombuffer(record, dtype=dtype)
 
 
-def read_records(paths: Sequence[str]):
-    """Random-access records of the given shards, in order (a grain data source)."""
-    import grain
+class ShardRecords:
+    """Random access to the records of several shards, in order (a grain data source). A shard
+    that cannot be opened or a record that cannot be read (Riegeli checks every chunk's hash) is
+    a DataError naming the file."""
 
-    return grain.sources.ArrayRecordDataSource(list(paths))
+    def __init__(self, paths: Sequence[str]):
+        import grain
+
+        self.paths = list(paths)
+        self._files = [self._open(grain.sources.ArrayRecordDataSource, p) for p in self.paths]
+        self._ends = np.cumsum([len(f) for f in self._files], dtype=np.int64)
+
+    @staticmethod
+    def _open(source, path: str):
+        try:
+            return source([path])
+        except Exception as e:  # array_record: RuntimeError / ValueError with Riegeli's reason
+            raise _damaged(path, e) from None
+
+    def __len__(self) -> int:
+        return int(self._ends[-1]) if len(self._ends) else 0
+
+    def __getitem__(self, index: int) -> bytes:
+        file = int(np.searchsorted(self._ends, index, side="right"))
+        local = int(index - (self._ends[file - 1] if file else 0))
+        try:
+            return self._files[file][local]
+        except Exception as e:
+            raise _damaged(self.paths[file], e, f"record {local}") from None
+
+
+def _damaged(path: str, error: Exception, where: str = "") -> DataError:
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return DataError(f"{path}: damaged shard{f' ({where})' if where else ''}: {reason[:300]}; "
+                     "run --mode=prepare again")
+
+
+def read_records(paths: Sequence[str]) -> ShardRecords:
+    """Random-access records of the given shards, in order (a grain data source)."""
+    return ShardRecords(paths)

@@ -15,7 +15,7 @@ from muse_jax.data.prepared import PreparedData
 from muse_jax.data.tokenizer import load_tokenizer
 from muse_jax.settings import Settings
 from muse_jax.train.checkpoint import Checkpointer
-from muse_jax.train.run import checkpoints_dir, check_before_work, prepared_once, require_checkpoint
+from muse_jax.train.run import checkpoints_dir, check_before_work, no_checkpoint, prepared_once, require_checkpoint
 from muse_jax.train.state import ModelSetup
 
 
@@ -49,14 +49,17 @@ class Sampler:
 
 def restored_sampler(settings: Settings) -> Sampler:
     """The sampler of the latest checkpoint of `settings.workdir` (no optimizer, no train state)."""
-    step = require_checkpoint(settings)
+    require_checkpoint(settings)
     check_before_work(settings)
     data = prepared_once(settings.data)
     setup = ModelSetup(settings, data.vocab_size)
     part = "ema_params" if settings.train.eval_use_ema else "params"
     checkpointer = Checkpointer(checkpoints_dir(settings), settings.train.keep_checkpoints)
-    params = checkpointer.restore_params(step, {part: setup.abstract_params()})[part]
+    found = checkpointer.restore_latest_params({part: setup.abstract_params()})
     checkpointer.close()
+    if found is None:
+        raise no_checkpoint(settings)
+    params = found[1][part]
     return Sampler(setup, params, data, settings)
 
 

@@ -14,7 +14,7 @@ JAX, so `--mode=prepare` stays JAX-free.
 
 import dataclasses
 
-from muse_jax.settings.core import ConfigError, UnsupportedBackend, require
+from muse_jax.settings.core import ConfigError, UnsupportedBackend, require, require_finite_numbers
 from muse_jax.settings.data import DataSettings
 from muse_jax.settings.evaluation import EvalSettings
 from muse_jax.settings.mesh import HardwareSettings, MeshSettings
@@ -57,4 +57,5 @@ class Settings:
                 notes=(note,) if note else ())
         s.data.synthetic.check_length(s.train.seq_len, "train.seq_len")
         s.data.synthetic.check_length(s.eval.seq_len, "eval.seq_len")
+        require_finite_numbers(cfg)  # the keys no section check has caught
         return s

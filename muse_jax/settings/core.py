@@ -1,6 +1,7 @@
 """The one exception type for a config value that cannot be used, and the helpers that raise it."""
 
 import dataclasses
+import math
 
 
 class ConfigError(ValueError):
@@ -41,3 +42,18 @@ def read_section(cls, section, **nested):
             value = section[f.name]
             values[f.name] = tuple(value) if f.type is tuple else f.type(value)
     return cls(**values)
+
+
+def require_finite_numbers(section, prefix: str = "") -> None:
+    """ConfigError naming the first key (a.b.c, or a.b.c[i] in a tuple) of a config section
+    whose float value is nan or ±inf: no key takes a non-finite number (an infinite learning
+    rate or weight would reach the parameters as NaN)."""
+    for key, value in section.items():
+        name = f"{prefix}{key}"
+        if hasattr(value, "items"):
+            require_finite_numbers(value, name + ".")
+            continue
+        values = enumerate(value) if isinstance(value, (tuple, list)) else [(None, value)]
+        for i, v in values:
+            require(not isinstance(v, float) or math.isfinite(v),
+                    f"{name}{'' if i is None else f'[{i}]'} must be a finite number, got {v}")

@@ -49,6 +49,9 @@ class BKHyperSGDSettings:
     def check(self) -> None:
         require(0 <= self.momentum < 1, f"optim.bk_hyper_sgd.momentum must be in [0, 1), got {self.momentum}")
         require(self.weight_decay >= 0, f"optim.bk_hyper_sgd.weight_decay must be >= 0, got {self.weight_decay}")
+        require(self.poincare_lr_mult > 0 and self.orthogonal_lr_mult > 0,
+                f"optim.bk_hyper_sgd.poincare_lr_mult and orthogonal_lr_mult must be > 0, "
+                f"got {self.poincare_lr_mult}, {self.orthogonal_lr_mult}")
         for key in ("poincare_params", "orthogonal_params"):
             try:
                 re.compile(getattr(self, key))

@@ -9,7 +9,7 @@ COMPUTE_DTYPES = (*DTYPES, "auto")  # auto: bfloat16 on GPU/TPU, float32 on CPU 
 REMAT_POLICIES = ("none", "full", "minimal", "offload")
 MAX_GRAD_ACCUM_STEPS = 64
 COUNTS = ("steps", "batch_size", "seq_len", "eval_batches", "log_every", "eval_every", "checkpoint_every",
-          "keep_checkpoints")
+          "keep_checkpoints", "max_skipped_in_a_row")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +35,7 @@ class TrainSettings:
     eval_batches: int = 8
     checkpoint_every: int = 200
     keep_checkpoints: int = 2
+    max_skipped_in_a_row: int = 20
     profile_start: int = 0
     profile_steps: int = 5
 

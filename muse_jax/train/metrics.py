@@ -1,5 +1,6 @@
 """Metrics to `workdir/metrics.jsonl` and TensorBoard, and a progress line with ETA."""
 
+import contextlib
 import json
 import os
 import sys
@@ -8,19 +9,53 @@ import time
 import jax
 from tensorboardX import SummaryWriter
 
+from muse_jax.data.errors import DataError
 from muse_jax.train import device_memory
+from muse_jax.train.errors import WriteError
+
+
+def kept_rows(path: str, keep_through_step: int) -> list[str]:
+    """The rows of a metrics.jsonl logged up to `keep_through_step` (a resumed run re-logs the
+    later ones). A cut-off last row (the run was killed while writing it, or the disk was full)
+    is dropped with a warning; a damaged row before the last is a DataError naming its line."""
+    with open(path, encoding="utf-8") as f:
+        lines = [line for line in f if line.strip()]
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            step = json.loads(line)["step"]
+        except (ValueError, KeyError, TypeError) as e:
+            if number < len(lines):
+                raise DataError(f"{path}:{number}: damaged row ({type(e).__name__}: {e}); remove that line") from None
+            print(f"warning: {path}:{number}: dropped a cut-off last row", file=sys.stderr, flush=True)
+            continue
+        if step <= keep_through_step:
+            rows.append(line if line.endswith("\n") else line + "\n")
+    return rows
 
 
 def truncate_jsonl(path: str, keep_through_step: int) -> None:
-    """Drop rows logged after `keep_through_step` (a resumed run re-logs them); atomic rewrite."""
+    """Keep only `kept_rows`; atomic rewrite (a temporary file renamed over it)."""
     if not os.path.exists(path):
         return
-    with open(path, encoding="utf-8") as f:
-        rows = [line for line in f if line.strip() and json.loads(line)["step"] <= keep_through_step]
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(rows)
-    os.replace(tmp, path)
+    write_text(path, "".join(kept_rows(path, keep_through_step)))
+
+
+def write_text(path: str, text: str) -> None:
+    """`path` holds `text` (written to a temporary file, then renamed: never half-written)."""
+    with writing(path):
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(path + ".tmp", path)
+
+
+@contextlib.contextmanager
+def writing(path: str):
+    """An OSError while writing `path` (disk full, read-only, quota) as a WriteError naming it."""
+    try:
+        yield
+    except OSError as e:
+        raise WriteError(f"{path}: cannot write ({e.strerror or e})") from None
 
 
 class MetricsLog:
@@ -30,14 +65,16 @@ class MetricsLog:
     def __init__(self, workdir: str, resume_step: int):
         self.path = os.path.join(workdir, "metrics.jsonl")
         truncate_jsonl(self.path, resume_step)
-        self._file = open(self.path, "a", encoding="utf-8")
+        with writing(self.path):
+            self._file = open(self.path, "a", encoding="utf-8")
         self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
     def write(self, step: int, values: dict) -> None:
         values = device_memory.with_device_peak(values)
         row = {"step": int(step), **{k: float(v) for k, v in values.items()}}
-        self._file.write(json.dumps(row) + "\n")
-        self._file.flush()
+        with writing(self.path):
+            self._file.write(json.dumps(row) + "\n")
+            self._file.flush()
         for key, value in values.items():
             self._tb.add_scalar(key, float(value), int(step))
 

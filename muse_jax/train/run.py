@@ -93,13 +93,14 @@ class Run:
             return self.task.train_batches(t.seq_len, t.batch_size, self.settings.seed)
         return iter(train_dataset(self.data, t.seq_len, t.batch_size, self.settings.seed))
 
-    def restore_latest(self) -> bool:
-        """The state from the latest checkpoint, onto this run's mesh (True), or a new one (False)."""
-        step = self.checkpointer.latest_step()
-        if step is None:
+    def restore_latest(self, set_aside: bool = False) -> bool:
+        """The state from the newest usable checkpoint, onto this run's mesh (True), or a new one
+        (False) when there is no checkpoint; `set_aside`: move failing newer steps away (training)."""
+        found = self.checkpointer.restore_latest(self.setup.abstract, set_aside)
+        if found is None:
             self.state = self.setup.create()
             return False
-        self.state, self.data_state = self.checkpointer.restore(step, self.setup.abstract)
+        _, self.state, self.data_state = found
         return True
 
     def eval_params(self, state: TrainState):
@@ -128,17 +129,22 @@ class Run:
         return evaluate(self.setup.eval_step, params, (self.setup.place_batch(b) for b in batches), position_buckets)
 
 
+def no_checkpoint(settings: Settings) -> NoCheckpoint:
+    return NoCheckpoint(f"no checkpoint in {checkpoints_dir(settings)}; train first")
+
+
 def require_checkpoint(settings: Settings) -> int:
     """The latest saved step, checked before anything is prepared: NoCheckpoint if there is none."""
     step = Checkpointer.latest_in(checkpoints_dir(settings))
     if step is None:
-        raise NoCheckpoint(f"no checkpoint in {checkpoints_dir(settings)}; train first")
+        raise no_checkpoint(settings)
     return step
 
 
 def restored_run(settings: Settings) -> Run:
-    """The run of `settings.workdir`, its state restored from the latest checkpoint."""
+    """The run of `settings.workdir`, its state restored from the newest usable checkpoint."""
     require_checkpoint(settings)
     run = Run(settings)
-    run.restore_latest()
+    if not run.restore_latest():
+        raise no_checkpoint(settings)
     return run
