@@ -43,7 +43,7 @@ class DataSettings:
     min_chars: int
     on_error: str
     workers: int  # tokenising processes; 1 = in the calling process
-    synthetic: SyntheticSettings  # a generated task instead of the corpus (task "" = the corpus)
+    synthetic: SyntheticSettings = SyntheticSettings()  # a generated task instead of the corpus (task "" = the corpus)
 
     @classmethod
     def from_config(cls, data) -> "DataSettings":
