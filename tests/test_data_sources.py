@@ -192,7 +192,7 @@ def test_manifest_defaults_globs_and_yaml(tmp_path):
     ({"kind": "cc100", "path": "x.txt", "wieght": 1}, r"source 1: unknown key 'wieght'"),
     ({"kind": "cc100", "path": "missing.txt"}, r"source 1 \(cc100\): file not found: .*missing\.txt"),
     ({"kind": "cc100", "path": "none/*.txt"}, r"source 1 \(cc100\): no file matches .*none/\*\.txt"),
-    ({"kind": "cc100", "path": "x.txt", "weight": 0}, r"source 1: 'weight' must be a number > 0, got 0"),
+    ({"kind": "cc100", "path": "x.txt", "weight": 0}, r"source 1: 'weight' must be a finite number > 0, got 0"),
     ({"kind": "cc100", "path": "x.txt", "field": "body"}, r"source 1: 'field' is only for kind jsonl"),
     ({"kind": "cc100", "path": "x.txt", "name": "a/b"}, r"source 1: 'name' must be letters"),
 ])

@@ -77,7 +77,7 @@ def test_state_survives_checkpoint_save_and_restore(tmp_path):
     tx, losses = make_tsp(seed=7, epsilon=0.3), oscillating(30) + smooth(30)
     _, straight, _ = follow(tx, losses)
     state, before, _ = follow(tx, losses[:21])  # mid-window, mid-dwell
-    checkpointer = Checkpointer(str(tmp_path / "ckpt"), max_to_keep=1)
+    checkpointer = Checkpointer(str(tmp_path / "ckpt"), keep=1)
     checkpointer.save(21, state, {})
     restored, _ = checkpointer.restore(21, tx.init(PARAMS))
     checkpointer.close()
