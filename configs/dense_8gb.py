@@ -8,14 +8,14 @@ of the scanned layers, micro-batches of one sequence of 512 tokens.
     python -m muse_jax.main --config configs/dense_8gb.py --mode=dry_run --config.workdir=results/dry_run_dense_8gb
 
 Result (results/dry_run_dense_8gb/dry_run.json, CPU compile): 312.0 M stored parameters,
-device peak 7.83 GiB of 8.
+device peak 7.63 GiB of 8.
 
 How it was found: `python -m experiments.dense_8gb_search` compiles the step of this config
 for a grid of widths × depths (vocab 32768) and records each device peak in
 results/dense_8gb_search.json; this is the largest stored parameter count that fits (2560 × 3,
 341.5 M, needs 8.03 GiB). 1024 × 20 is a deeper shape of about the same size (311.5 M, 7.78 GiB).
 
-The update phase sets the limit at ≈ 27 bytes per parameter (6.7 × the float32 params): params,
+The update phase sets the limit at ≈ 26 bytes per parameter (6.6 × the float32 params): params,
 gradients, AdamW's two moments and the temporaries of the update. Offload brings the state to
 the device for the update, so it does not lower that phase; it lowers the forward/backward
 phase (the optimizer state stays on the host meanwhile), which is what lets the batch grow.
