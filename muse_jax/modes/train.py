@@ -75,11 +75,16 @@ def train_locked(settings: Settings, prompt: str, config_json: str) -> dict:
     streak = SkipStreak(t.max_skipped_in_a_row, int(optax.tree.get(state.opt_state, "skipped_steps")))
     saved = start if resumed else None
 
-    def stop(error: Exception):
+    def close():
         log.flush()
         log.metrics.close()
         run.checkpointer.close()
+
+    def stop(error: Exception):
+        close()
         return error
+
+    final = None  # the validation at train.steps, once the loop has run it
 
     with StopSignals(agree_every=t.log_every) as signals:
         for step in range(start + 1, t.steps + 1):
@@ -104,6 +109,7 @@ def train_locked(settings: Settings, prompt: str, config_json: str) -> dict:
                     log.metrics.write(step, val)
                     accuracy = f" val_accuracy {val['val_accuracy']:.4f}" if "val_accuracy" in val else ""
                     say(f"step {step}: val_loss {val['val_loss']:.4f} val_ppl {val['val_ppl']:.2f}{accuracy}")
+                    final = val if step == t.steps else None
                 if is_save:
                     run.checkpointer.save(step, state, iterator.get_state())
                     saved = step
@@ -114,11 +120,11 @@ def train_locked(settings: Settings, prompt: str, config_json: str) -> dict:
                 raise stop(Interrupted(f"{signal.Signals(signum).name}: stopped after step {step}, its checkpoint "
                                        "saved; the same command resumes", signum))
     profiler.stop(state)
-    log.metrics.close()
-    run.checkpointer.close()
+    close()
     run.state = state
     params = run.eval_params(state)
-    final = run.validation(params)
+    if final is None:  # nothing left to train: the checkpoint's validation
+        final = run.validation(params)
     if run.data is not None:  # a synthetic task has no text to sample
         say(f"sample: {Sampler(run.setup, params, run.data, settings).complete(prompt)}")
     return final
