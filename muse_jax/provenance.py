@@ -11,11 +11,14 @@ import jax
 
 
 def git_commit() -> str:
+    """HEAD, with "+dirty" when a tracked file outside results/ differs from it: the code that
+    produced a result. A study that writes several files into results/ (or appends to a committed
+    runs.jsonl and resumes) changes only its own outputs, which do not make it dirty."""
     try:
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!results"],
+                               cwd=root, capture_output=True, text=True, check=True).stdout.strip()
         return out.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
